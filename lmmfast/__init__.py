@@ -1,0 +1,39 @@
+"""lmmfast: fast, exact linear mixed-effects models with lme4's formulas and lme4's numbers.
+
+>>> import lmmfast
+>>> fit = lmmfast.lmer("Reaction ~ Days + (Days | Subject)", lmmfast.datasets.load("sleepstudy"))
+>>> print(fit.summary())  # doctest: +SKIP
+"""
+
+from . import datasets
+from ._errors import (
+    ConvergenceWarning,
+    DataError,
+    FormulaError,
+    GroupingError,
+    LMMError,
+    MissingColumnError,
+    NewLevelsError,
+    NotMixedModelError,
+    SingularFitWarning,
+)
+from ._lmer import RankDeficiencyWarning, lmer
+from ._result import LmerFit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "lmer",
+    "LmerFit",
+    "datasets",
+    "LMMError",
+    "FormulaError",
+    "NotMixedModelError",
+    "MissingColumnError",
+    "DataError",
+    "GroupingError",
+    "NewLevelsError",
+    "ConvergenceWarning",
+    "SingularFitWarning",
+    "RankDeficiencyWarning",
+]

@@ -1,0 +1,37 @@
+"""Every call into scikit-sparse (CHOLMOD) lives here, so that one module adapts to its API.
+
+scikit-sparse 0.4.x (the version that builds against Debian bookworm's SuiteSparse 5.12)
+is served: ``analyze`` for the symbolic analysis, ``Factor.cholesky_inplace(A, beta)``
+for the numeric refactorization of A + beta*I on the same pattern.  CHOLMOD reads the
+lower triangle of A.  scikit-sparse 0.5 renamed this API (``cho_factor``,
+``CholeskyFactor.factorize``); supporting it means changing only this module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sksparse import cholmod
+
+
+class SymbolicCholesky:
+    """CHOLMOD's fill-reducing analysis of a fixed pattern, refactored numerically per call."""
+
+    def __init__(self, A: sp.csc_matrix):
+        self._factor = cholmod.analyze(A, mode="auto", ordering_method="default")
+
+    def refactor(self, A: sp.csc_matrix, beta: float = 1.0) -> None:
+        """L L' = P (A + beta I) P', A with the analysed pattern (lower triangle read)."""
+        self._factor.cholesky_inplace(A, beta=beta)
+
+    def logdet(self) -> float:
+        """log |A + beta I| = log |L|^2."""
+        return float(self._factor.logdet())
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        """(A + beta I)^{-1} B for dense B."""
+        return self._factor.solve_A(B)
+
+    def solve_L(self, B: np.ndarray) -> np.ndarray:
+        """L^{-1} P B (the permuted forward solve), for dense B."""
+        return self._factor.solve_L(self._factor.apply_P(B), use_LDLt_decomposition=False)

@@ -1,0 +1,233 @@
+"""The model frame: rows used, response, fixed-effects matrix, weights, offset, terms.
+
+As lme4's model.frame + na.omit: every variable the formula (or weights/offset) uses
+is looked up, rows with a missing value in any of them are dropped and counted, and
+the caller's DataFrame is only read, never modified.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from formulaic import Formula, model_matrix
+
+from ._errors import DataError, MissingColumnError
+from ._formula import ParsedFormula
+from ._terms import ReTerm, check_term, encode_groups
+
+_BRACKET = re.compile(r"\[(?:T\.)?([^\]]*)\]")
+
+
+@dataclass(eq=False)
+class ModelFrame:
+    """Everything the fit needs from the data, for the rows kept."""
+
+    y: np.ndarray  # (n,)
+    X: np.ndarray  # (n, p), Fortran order
+    xnames: list[str]
+    weights: np.ndarray | None  # prior weights (None: all 1)
+    offset: np.ndarray | None
+    terms: list[ReTerm]  # in lme4's order: decreasing number of levels
+    n_dropped: int  # rows dropped for missing values
+    row_index: pd.Index  # index labels of the rows kept
+    fixed_spec: object  # formulaic ModelSpec of the fixed part, for new data
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+
+def build_frame(parsed: ParsedFormula, data, weights=None, offset=None) -> ModelFrame:
+    """Evaluate a parsed formula on `data` (a DataFrame or a mapping of columns)."""
+    data = _as_frame(data)
+    used = _used_columns(parsed, data, weights, offset)
+    keep = np.ones(len(data), dtype=bool)
+    for name in used:
+        keep &= data[name].notna().to_numpy()
+    w_arr = _vector_arg(weights, "weights", data)
+    o_arr = _vector_arg(offset, "offset", data)
+    for arr in (w_arr, o_arr):
+        if arr is not None:
+            keep &= ~np.isnan(arr)
+    n_dropped = int(len(data) - keep.sum())
+    frame = data.loc[keep, used] if n_dropped else data[used]
+    if len(frame) == 0:
+        raise DataError(
+            f"no rows left: all {len(data)} rows have a missing value in "
+            f"{', '.join(map(repr, used))}; check those columns"
+        )
+    y = _response(parsed.response, frame)
+    fixed_mm = model_matrix(parsed.fixed, frame, na_action="raise")
+    X = np.asfortranarray(fixed_mm.to_numpy(dtype=np.float64))
+    xnames = [_r_name(c, parsed.formula) for c in fixed_mm.columns]
+    _check_finite(X, xnames)
+    n = len(frame)
+    if w_arr is not None:
+        w_arr = w_arr[keep]
+        if np.any(~np.isfinite(w_arr)) or np.any(w_arr <= 0):
+            raise DataError(
+                "weights must be finite and positive; remove rows with zero weight and check "
+                "for negative or infinite values"
+            )
+    off = np.zeros(n)
+    has_offset = o_arr is not None or bool(parsed.offsets)
+    if o_arr is not None:
+        off += o_arr[keep]
+    for expr in parsed.offsets:
+        off += _evaluate(expr, frame)
+    if not np.all(np.isfinite(off)):
+        raise DataError("the offset has infinite values; check the offset column or expression")
+    terms = [_term(rt, frame, parsed.formula) for rt in parsed.random]
+    # lme4's order: decreasing number of levels, ties in formula order
+    terms = [terms[i] for i in np.argsort([-t.nlevels for t in terms], kind="stable")]
+    for t in terms:
+        check_term(t, n)
+    nre = sum(t.nlevels * t.q for t in terms)
+    if n <= nre:
+        raise DataError(
+            f"{n} observations for {nre} random effects: the random-effects parameters and the "
+            "residual variance cannot be identified. Simplify the random-effects terms."
+        )
+    return ModelFrame(
+        y=y,
+        X=X,
+        xnames=xnames,
+        weights=w_arr,
+        offset=off if has_offset else None,
+        terms=terms,
+        n_dropped=n_dropped,
+        row_index=frame.index,
+        fixed_spec=fixed_mm.model_spec,
+    )
+
+
+def _as_frame(data) -> pd.DataFrame:
+    if isinstance(data, pd.DataFrame):
+        if data.columns.duplicated().any():
+            dup = data.columns[data.columns.duplicated()].unique().tolist()
+            raise DataError(f"the data have duplicate column names {dup}; rename them")
+        return data
+    if isinstance(data, dict):
+        return pd.DataFrame(data)
+    raise DataError(
+        f"data must be a pandas DataFrame or a dict of columns, not {type(data).__name__}"
+    )
+
+
+def _used_columns(parsed: ParsedFormula, data: pd.DataFrame, weights, offset) -> list[str]:
+    names: list[str] = []
+
+    def add(found):
+        for v in sorted(found, key=str):
+            if v not in data.columns:
+                raise MissingColumnError(v, data.columns)
+            if v not in names:
+                names.append(v)
+
+    add(_variables(parsed.response, data))
+    add(_variables(parsed.fixed, data))
+    for expr in parsed.offsets:
+        add(_variables(expr, data))
+    for rt in parsed.random:
+        add(_variables(rt.expr, data))
+        add(rt.factors)
+    for arg in (weights, offset):
+        if isinstance(arg, str):
+            add([arg])
+    return names
+
+
+def _variables(expr: str, data: pd.DataFrame) -> set[str]:
+    if expr in data.columns:
+        return {expr}
+    try:
+        found = Formula(expr).required_variables
+    except Exception as e:  # formulaic's own parse errors
+        from ._errors import FormulaError
+
+        raise FormulaError(f"cannot parse {expr!r}: {e}") from None
+    return {v for v in (str(x) for x in found) if v not in _KNOWN_FUNCTIONS}
+
+
+_KNOWN_FUNCTIONS = {"np", "numpy", "log", "exp", "sqrt", "abs", "center", "scale", "poly", "C"}
+
+
+def _vector_arg(arg, what: str, data: pd.DataFrame) -> np.ndarray | None:
+    if arg is None:
+        return None
+    if isinstance(arg, str):
+        values = data[arg]
+    else:
+        values = np.asarray(arg)
+        if values.ndim != 1 or len(values) != len(data):
+            raise DataError(
+                f"{what} has shape {values.shape} but the data have {len(data)} rows; pass one "
+                f"value per row (or the name of a column)"
+            )
+    try:
+        return np.array(values, dtype=np.float64)  # a copy: the caller's array stays as it is
+    except (TypeError, ValueError):
+        raise DataError(f"{what} must be numeric") from None
+
+
+def _response(expr: str, frame: pd.DataFrame) -> np.ndarray:
+    col = frame[expr] if expr in frame.columns else None
+    if col is not None:
+        if pd.api.types.is_bool_dtype(col.dtype):
+            raise DataError(
+                f"response {expr!r} is boolean; a linear mixed model needs a numeric response. "
+                "For a binary outcome use a generalized model, or cast it to float if you mean it."
+            )
+        if not pd.api.types.is_numeric_dtype(col.dtype):
+            raise DataError(
+                f"response {expr!r} is not numeric (dtype {col.dtype}); convert it with "
+                "pd.to_numeric or choose a numeric column"
+            )
+        y = col.to_numpy(dtype=np.float64, copy=True)
+    else:
+        y = _evaluate(expr, frame)
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"response {expr!r} has infinite values; remove or recode those rows")
+    return y
+
+
+def _evaluate(expr: str, frame: pd.DataFrame) -> np.ndarray:
+    mm = model_matrix("0 + " + expr, frame, na_action="raise")
+    if mm.shape[1] != 1:
+        raise DataError(f"{expr!r} must evaluate to one numeric column, not {mm.shape[1]}")
+    return mm.to_numpy(dtype=np.float64)[:, 0].copy()
+
+
+def _term(rt, frame: pd.DataFrame, formula: str) -> ReTerm:
+    if rt.expr.strip() == "1":
+        Zt, cnames = np.ones((len(frame), 1)), ["(Intercept)"]
+    else:
+        mm = model_matrix(rt.expr, frame, na_action="raise")
+        Zt = np.ascontiguousarray(mm.to_numpy(dtype=np.float64))
+        cnames = [_r_name(c, formula) for c in mm.columns]
+        _check_finite(Zt, cnames)
+    codes, labels, order = encode_groups(frame, rt.factors)
+    return ReTerm(rt.label, cnames, codes, labels, order, Zt)
+
+
+def _check_finite(M: np.ndarray, names: list[str]) -> None:
+    bad = ~np.isfinite(M).all(axis=0)
+    if bad.any():
+        cols = [n for n, b in zip(names, bad) if b]
+        raise DataError(
+            f"infinite values in {', '.join(map(repr, cols))}; remove or recode those rows "
+            "(missing values are dropped, infinite ones are not)"
+        )
+
+
+def _r_name(name: str, formula: str) -> str:
+    """formulaic column name -> the name lme4 prints: Intercept -> (Intercept), f[T.b] -> fb."""
+    if name == "Intercept":
+        return "(Intercept)"
+    name = _BRACKET.sub(r"\1", name).replace(" ** ", "^")
+    if "factor(" in formula:  # the user wrote R's factor(x), which the parser made C(x)
+        name = re.sub(r"(?<![A-Za-z0-9_.])C\(", "factor(", name)
+    return name

@@ -1,0 +1,125 @@
+"""lmer(): the fit in four stages, as lme4's: parse, build the objective, optimize, package."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import numpy as np
+
+from ._crossprod import cross_products
+from ._errors import DataError
+from ._formula import parse_formula
+from ._frame import ModelFrame, build_frame
+from ._optimize import bobyqa
+from ._pls import ProfiledDeviance
+from ._rank import independent_columns
+from ._result import LmerFit, TermInfo
+
+
+class RankDeficiencyWarning(UserWarning):
+    """Fixed-effects columns were dropped because X is rank deficient."""
+
+
+def lmer(formula: str, data, REML: bool = True, weights=None, offset=None) -> LmerFit:
+    """Fit a linear mixed model, as lme4's ``lmer``.
+
+    Parameters
+    ----------
+    formula : str
+        An lme4 formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``.  Random terms
+        ``(x | g)``, ``(x || g)`` (uncorrelated), ``(1 | a/b)`` (nested), ``(1 | a:b)``
+        and any number of crossed terms; the fixed part follows R's formula rules
+        (treatment contrasts, interactions, ``I(x^2)``, ``factor(x)``, ``offset(z)``).
+    data : pandas.DataFrame
+        Rows with a missing value in any variable used are dropped (lme4's na.omit);
+        the number is kept in ``fit.n_dropped_rows``.  The DataFrame is not modified.
+    REML : bool
+        Restricted maximum likelihood (default, as lme4) or maximum likelihood.
+    weights, offset : column name or array of length len(data), optional
+        Prior weights (residual variance sigma^2 / w_i) and a known offset, as lme4.
+
+    Returns
+    -------
+    LmerFit
+    """
+    data_name = _caller_name(data)
+    parsed = parse_formula(formula)
+    frame = build_frame(parsed, data, weights, offset)
+    if np.ptp(frame.y) == 0:
+        raise DataError(
+            f"response {parsed.response!r} is constant (zero variance); there is nothing to model"
+        )
+    y = frame.y if frame.offset is None else frame.y - frame.offset
+    cp = cross_products(frame.terms, frame.X, y, frame.weights)
+    keep = independent_columns(cp.XtXy[:-1, :-1])
+    dropped = [frame.xnames[j] for j in range(frame.X.shape[1]) if j not in set(keep)]
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+            f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
+            RankDeficiencyWarning,
+            stacklevel=2,
+        )
+        cp = cp.select(keep)
+    ldW = 0.0 if frame.weights is None else float(np.sum(np.log(frame.weights)))
+    dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW)
+    theta0 = np.concatenate([t.theta_init() for t in frame.terms])
+    lower = np.concatenate([t.theta_lower() for t in frame.terms])
+    opt = bobyqa(dev, theta0, lower)
+    return _package(parsed.formula, REML, frame, keep, dev, opt, dropped, data_name)
+
+
+def _package(formula, reml, frame: ModelFrame, keep, dev: ProfiledDeviance, opt, dropped, name):
+    """The fitted model at the optimum: beta, sigma, b, and one more pass for fitted values."""
+    dec = dev.decompose(opt.theta)
+    beta = dec.beta
+    sigma = dev.sigma(dec)
+    us = dev.factor.spherical_modes(beta)
+    X = frame.X[:, keep]
+    fitted = X @ beta
+    if frame.offset is not None:
+        fitted = fitted + frame.offset
+    infos = []
+    for term, T, u in zip(frame.terms, dev.Ts(opt.theta), us):
+        b = u @ T.T  # b_j = T u_j for each level j
+        fitted += np.einsum("ij,ij->i", term.Zt, b[term.codes])
+        infos.append(TermInfo(term.group, term.cnames, term.levels[term.order], b[term.order],
+                              term.theta_lower()))
+    return LmerFit(
+        formula=formula,
+        reml=reml,
+        theta=opt.theta,
+        beta=beta,
+        xnames=[frame.xnames[j] for j in keep],
+        sigma=sigma,
+        objective=dev.objective(dec),
+        RX=dec.RX,
+        nobs=frame.n,
+        terms=infos,
+        fitted_values=fitted,
+        response=frame.y,
+        weights=frame.weights,
+        optsummary=opt,
+        dropped_columns=dropped,
+        n_dropped_rows=frame.n_dropped,
+        data_name=name,
+        block_diagonal=dev.block_diagonal,
+        theta_names=[n for t in frame.terms for n in t.theta_names()],
+    )
+
+
+def _caller_name(data) -> str | None:
+    """The name the caller gave the data (for summary's 'Data:' line), if there is one."""
+    frame = inspect.currentframe()
+    try:
+        caller = frame.f_back.f_back if frame and frame.f_back else None
+        if caller is None:
+            return None
+        for scope in (caller.f_locals, caller.f_globals):
+            for k, v in scope.items():
+                if v is data and not k.startswith("_"):
+                    return k
+        return None
+    finally:
+        del frame

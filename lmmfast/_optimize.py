@@ -1,0 +1,73 @@
+"""The optimizer and its record: BOBYQA through nlopt, lme4's default.
+
+Bounds as lme4: the diagonal elements of each T are >= 0, the rest are free.  The
+stopping rules are stricter than lme4's nloptwrap defaults (ftol_abs = xtol_abs = 1e-8)
+so that the optimum is never worse than lme4's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import nlopt
+import numpy as np
+
+_RESULTS = {
+    nlopt.SUCCESS: "success",
+    nlopt.STOPVAL_REACHED: "stopval reached",
+    nlopt.FTOL_REACHED: "ftol reached",
+    nlopt.XTOL_REACHED: "xtol reached",
+    nlopt.MAXEVAL_REACHED: "maximum number of evaluations reached",
+    nlopt.MAXTIME_REACHED: "maximum time reached",
+}
+
+
+@dataclass
+class OptSummary:
+    """What the optimizer did (MixedModels.jl's OptSummary, lme4's @optinfo)."""
+
+    optimizer: str
+    theta0: np.ndarray
+    lower: np.ndarray
+    theta: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fmin: float = np.inf
+    feval: int = 0
+    converged: bool = False
+    message: str = ""
+    ftol_rel: float = 1e-12
+    ftol_abs: float = 1e-10
+    xtol_abs: float = 1e-10
+    maxeval: int = 100_000
+
+
+def bobyqa(f, theta0: np.ndarray, lower: np.ndarray, **tol) -> OptSummary:
+    """Minimize f over theta >= lower (elementwise) from theta0."""
+    s = OptSummary("LN_BOBYQA", np.array(theta0, dtype=float), np.array(lower, dtype=float), **tol)
+    best = {"f": np.inf, "x": s.theta0.copy()}
+
+    def objective(x, grad):
+        s.feval += 1
+        val = float(f(x))
+        if val < best["f"]:
+            best["f"], best["x"] = val, x.copy()
+        return val
+
+    opt = nlopt.opt(nlopt.LN_BOBYQA, len(theta0))
+    opt.set_lower_bounds(s.lower)
+    opt.set_min_objective(objective)
+    opt.set_ftol_rel(s.ftol_rel)
+    opt.set_ftol_abs(s.ftol_abs)
+    opt.set_xtol_abs(s.xtol_abs)
+    opt.set_maxeval(s.maxeval)
+    opt.set_initial_step(0.2 * np.maximum(np.abs(s.theta0), 1.0))
+    try:
+        opt.optimize(s.theta0.copy())
+        code = opt.last_optimize_result()
+        s.message = _RESULTS.get(code, f"nlopt code {code}")
+        s.converged = code in (nlopt.SUCCESS, nlopt.FTOL_REACHED, nlopt.XTOL_REACHED)
+    except nlopt.RoundoffLimited:
+        s.message, s.converged = "roundoff limited", True  # at the precision floor: an optimum
+    except (ValueError, RuntimeError) as e:
+        s.message, s.converged = f"optimizer failed: {e}", False
+    s.theta, s.fmin = best["x"], best["f"]
+    return s

@@ -1,0 +1,94 @@
+r"""The profiled deviance of a linear mixed model, as a function of theta alone.
+
+Notation of Bates, Maechler, Bolker & Walker (2015), "Fitting linear mixed-effects
+models using lme4", JSS 67(1), section 3.  With prior weights W, relative covariance
+factor Lambda(theta) and spherical random effects u (b = Lambda u):
+
+    L L'        = P (Lambda' Z'WZ Lambda + I) P'           sparse Cholesky factor
+    R_ZX        = L^{-1} P Lambda' Z'W X,   c_u = L^{-1} P Lambda' Z'W y
+    R_X' R_X    = X'WX - R_ZX' R_ZX                        dense Schur complement
+    beta        = R_X^{-1} R_X'^{-1} (X'Wy - R_ZX' c_u)
+    pwrss       = ||W^(1/2)(y - X beta - Z b)||^2 + ||u||^2
+    ldL2        = log|L|^2,   ldRX2 = log|R_X|^2,   ldW = sum log w_i
+
+    ML  deviance:  ldL2 + n (1 + log(2 pi pwrss / n)) - ldW
+    REML criterion: ldL2 + ldRX2 + (n-p)(1 + log(2 pi pwrss / (n-p))) - ldW
+
+X and y are kept side by side, so one Cholesky factor R of the (p+1) x (p+1) Schur
+complement of [X y] holds R_X in its leading block and sqrt(pwrss) in its last
+diagonal element (MixedModels.jl's layout).  Each evaluation reads only the
+cross-product blocks of [Z X y]'W[Z X y], never the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._blocked import BlockedFactor, is_block_diagonal
+from ._crossprod import CrossProducts
+from ._errors import DataError
+from ._sparse import SparseFactor
+from ._terms import ReTerm
+
+
+@dataclass(eq=False)
+class Decomposition:
+    """The pieces of the objective at one theta."""
+
+    ldL2: float
+    ldRX2: float
+    pwrss: float
+    R: np.ndarray  # (p+1, p+1) upper Cholesky factor of the Schur complement of [X y]
+
+    @property
+    def RX(self) -> np.ndarray:
+        return self.R[:-1, :-1]
+
+    @property
+    def beta(self) -> np.ndarray:
+        return np.linalg.solve(self.RX, self.R[:-1, -1]) if len(self.R) > 1 else np.zeros(0)
+
+
+class ProfiledDeviance:
+    """phi(theta): the REML criterion or the ML deviance, profiled over beta and sigma."""
+
+    def __init__(self, cp: CrossProducts, terms: list[ReTerm], n: int, reml: bool, ldW: float):
+        self.terms, self.n, self.reml, self.ldW = terms, n, reml, ldW
+        self.p = cp.XtXy.shape[0] - 1
+        self.XtXy = cp.XtXy
+        self.block_diagonal = is_block_diagonal(terms)
+        self.factor = BlockedFactor(cp, terms) if self.block_diagonal else SparseFactor(cp, terms)
+        cuts = np.cumsum([0] + [t.ntheta for t in terms])
+        self.slices = [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+        self.nevals = 0
+
+    def Ts(self, theta: np.ndarray) -> list[np.ndarray]:
+        """Each term's relative covariance factor T (Lambda repeats it once per level)."""
+        return [t.T(theta[s]) for t, s in zip(self.terms, self.slices)]
+
+    def decompose(self, theta: np.ndarray) -> Decomposition:
+        ldL2, C = self.factor.update(self.Ts(np.asarray(theta, dtype=np.float64)))
+        try:
+            R = np.linalg.cholesky(self.XtXy - C).T
+        except np.linalg.LinAlgError:
+            raise DataError(
+                "the fixed effects fit the response exactly (zero residual sum of squares); "
+                "a mixed model needs residual variation"
+            ) from None
+        d = np.diag(R)
+        return Decomposition(ldL2, 2.0 * np.sum(np.log(d[:-1])), d[-1] ** 2, R)
+
+    def __call__(self, theta: np.ndarray) -> float:
+        self.nevals += 1
+        return self.objective(self.decompose(theta))
+
+    def objective(self, dec: Decomposition) -> float:
+        if self.reml:
+            nmp = self.n - self.p
+            return dec.ldL2 + dec.ldRX2 + nmp * (1 + np.log(2 * np.pi * dec.pwrss / nmp)) - self.ldW
+        return dec.ldL2 + self.n * (1 + np.log(2 * np.pi * dec.pwrss / self.n)) - self.ldW
+
+    def sigma(self, dec: Decomposition) -> float:
+        return float(np.sqrt(dec.pwrss / (self.n - self.p if self.reml else self.n)))

@@ -1,0 +1,69 @@
+"""General random effects (crossed, nested, several factors): CHOLMOD on a fixed pattern.
+
+The lower triangle of Lambda'Z'WZ Lambda is laid out once as a CSC matrix whose
+pattern is that of Z'WZ at block level (every block dense, explicit zeros kept), and
+CHOLMOD analyses it once.  Per theta, the scaled blocks T_t' B T_u are written into
+that matrix's data array through a fixed index map (never rebuilt with scipy
+arithmetic, which would drop zeros and change the pattern), and CHOLMOD refactors
+A + I numerically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._cholmod import SymbolicCholesky
+from ._crossprod import CrossProducts
+from ._terms import ReTerm
+
+
+class SparseFactor:
+    """L L' = P(Lambda'Z'WZ Lambda + I)P' by CHOLMOD, analysed once."""
+
+    def __init__(self, cp: CrossProducts, terms: list[ReTerm]):
+        self.terms, self.cp = terms, cp
+        sizes = [t.nlevels * t.q for t in terms]
+        self.off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        nq = int(self.off[-1])
+        rows, cols = [], []
+        for k, t in enumerate(terms):  # diagonal blocks: entry (j, a, b) of D_k
+            j, a, b = np.indices((t.nlevels, t.q, t.q)).reshape(3, -1)
+            rows.append(self.off[k] + j * t.q + a)
+            cols.append(self.off[k] + j * t.q + b)
+        for pr in cp.pairs:  # block (level pair m) of Z_t'WZ_u lies at rows of u, cols of t
+            qt, qu = terms[pr.t].q, terms[pr.u].q
+            m, a, b = np.indices((len(pr.levels), qt, qu)).reshape(3, -1)
+            rows.append(self.off[pr.u] + pr.levels[m, 1] * qu + b)
+            cols.append(self.off[pr.t] + pr.levels[m, 0] * qt + a)
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        src = np.flatnonzero(rows >= cols)  # lower triangle, as CHOLMOD reads it
+        order = np.lexsort((rows[src], cols[src]))
+        self.src = src[order]  # data[k] = scaled block values[src[k]]
+        indptr = np.zeros(nq + 1, dtype=np.int64)
+        np.cumsum(np.bincount(cols[self.src], minlength=nq), out=indptr[1:])
+        self.A = sp.csc_matrix(
+            (np.ones(len(self.src)), rows[self.src].astype(np.int64), indptr), shape=(nq, nq)
+        )
+        self.chol = SymbolicCholesky(self.A)
+        self._S = None
+
+    def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        """Refactor for the terms' T; return log|L|^2 and M'(Lambda'Z'WZ Lambda + I)^{-1}M."""
+        vals = [(T.T @ D @ T).ravel() for T, D in zip(Ts, self.cp.D)]
+        vals += [(Ts[pr.t].T @ pr.O @ Ts[pr.u]).ravel() for pr in self.cp.pairs]
+        self.A.data[:] = np.concatenate(vals)[self.src]
+        self.chol.refactor(self.A, beta=1.0)
+        M = np.vstack(  # Lambda'Z'W[X y]
+            [(T.T @ Z).reshape(-1, Z.shape[2]) for T, Z in zip(Ts, self.cp.ZXY)]
+        )
+        self._S = self.chol.solve(M)
+        return self.chol.logdet(), M.T @ self._S
+
+    def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
+        """u = (Lambda'Z'WZ Lambda + I)^{-1} Lambda'Z'W(y - X beta) for the last update."""
+        u = self._S[:, -1] - self._S[:, :-1] @ beta
+        return [
+            u[self.off[k] : self.off[k + 1]].reshape(t.nlevels, t.q)
+            for k, t in enumerate(self.terms)
+        ]
