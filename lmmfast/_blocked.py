@@ -38,7 +38,7 @@ class BlockedFactor:
             B[pr.levels[:, 0], su, st] = pr.O.transpose(0, 2, 1)
         self.B = B
         self.ZXY = np.ascontiguousarray(np.concatenate(cp.ZXY, axis=1))
-        self.L = np.empty((nlev, Q, Q))
+        self.L = np.zeros((nlev, Q, Q))
         self.cu = np.empty((nlev, Q, p1))
         self._C = np.empty((p1, p1))
 
@@ -57,5 +57,6 @@ class BlockedFactor:
     def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
         """u = L^{-T}(c_y - R_ZX beta) for the last update, per term as (l, q)."""
         rhs = self.cu[:, :, -1] - self.cu[:, :, :-1] @ beta
-        u = np.linalg.solve(self.L.transpose(0, 2, 1), rhs[:, :, None])[:, :, 0]
+        Lt = np.triu(self.L.transpose(0, 2, 1))  # the kernel writes only the lower triangles
+        u = np.linalg.solve(Lt, rhs[:, :, None])[:, :, 0]
         return [u[:, self._cols(k)] for k in range(len(self.terms))]

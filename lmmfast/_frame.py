@@ -81,8 +81,7 @@ def build_frame(parsed: ParsedFormula, data, weights=None, offset=None) -> Model
     if not np.all(np.isfinite(off)):
         raise DataError("the offset has infinite values; check the offset column or expression")
     terms = [_term(rt, frame, parsed.formula) for rt in parsed.random]
-    # lme4's order: decreasing number of levels, ties in formula order
-    terms = [terms[i] for i in np.argsort([-t.nlevels for t in terms], kind="stable")]
+    terms = lme4_order(terms)
     for t in terms:
         check_term(t, n)
     nre = sum(t.nlevels * t.q for t in terms)
@@ -102,6 +101,15 @@ def build_frame(parsed: ParsedFormula, data, weights=None, offset=None) -> Model
         row_index=frame.index,
         fixed_spec=fixed_mm.model_spec,
     )
+
+
+def lme4_order(terms: list[ReTerm]) -> list[ReTerm]:
+    """lme4's mkReTrms order: only if some term has more levels than the one before it,
+    reorder by rev(order(nlevels)), i.e. decreasing levels with ties in reverse order."""
+    nl = np.array([t.nlevels for t in terms])
+    if not np.any(np.diff(nl) > 0):
+        return terms
+    return [terms[i] for i in np.argsort(nl, kind="stable")[::-1]]
 
 
 def _as_frame(data) -> pd.DataFrame:

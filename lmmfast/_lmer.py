@@ -67,7 +67,10 @@ def lmer(formula: str, data, REML: bool = True, weights=None, offset=None) -> Lm
     theta0 = np.concatenate([t.theta_init() for t in frame.terms])
     lower = np.concatenate([t.theta_lower() for t in frame.terms])
     opt = bobyqa(dev, theta0, lower)
-    return _package(parsed.formula, REML, frame, keep, dev, opt, dropped, data_name)
+    fit = _package(parsed.formula, REML, frame, keep, dev, opt, dropped, data_name)
+    fit.weights_name = _arg_name(weights)
+    fit.offset_name = _arg_name(offset)
+    return fit
 
 
 def _package(formula, reml, frame: ModelFrame, keep, dev: ProfiledDeviance, opt, dropped, name):
@@ -107,6 +110,10 @@ def _package(formula, reml, frame: ModelFrame, keep, dev: ProfiledDeviance, opt,
         block_diagonal=dev.block_diagonal,
         theta_names=[n for t in frame.terms for n in t.theta_names()],
     )
+
+
+def _arg_name(arg) -> str | None:
+    return None if arg is None else arg if isinstance(arg, str) else "(array)"
 
 
 def _caller_name(data) -> str | None:

@@ -59,6 +59,8 @@ class LmerFit:
     data_name: str | None = None
     block_diagonal: bool = True
     theta_names: list[str] = field(default_factory=list)
+    weights_name: str | None = None  # shown in summary() as lme4's "Weights:" line
+    offset_name: str | None = None
 
     # ----- fixed effects -------------------------------------------------------------
     @property

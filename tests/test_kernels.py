@@ -1,0 +1,104 @@
+"""Each Cython kernel against a dense NumPy oracle on seeded random designs."""
+
+import numpy as np
+import pytest
+
+from lmmfast import _assemble, _blockdiag
+
+
+def _assemble_inputs(rng, n, nlev, qs, p, itype):
+    K = len(qs)
+    codes = np.column_stack([rng.integers(0, l, size=n) for l in nlev]).astype(itype)
+    pair_terms = [(t, u) for t in range(K) for u in range(t + 1, K)]
+    pair_keys = [codes[:, t].astype(np.int64) * nlev[u] + codes[:, u] for t, u in pair_terms]
+    pair_uniq = [np.unique(k) for k in pair_keys]
+    P = np.column_stack(
+        [np.searchsorted(u, k) for u, k in zip(pair_uniq, pair_keys)] or [np.zeros(n)]
+    ).astype(itype)[:, : len(pair_terms)]
+    Z = rng.normal(size=(n, sum(qs)))
+    XY = rng.normal(size=(n, p + 1))
+    w = rng.uniform(0.2, 3.0, size=n)
+    return codes, P, pair_terms, pair_uniq, Z, XY, w
+
+
+@pytest.mark.parametrize("itype", [np.int32, np.int64])
+@pytest.mark.parametrize(
+    "nlev,qs,p",
+    [([5], [1], 1), ([4], [2], 2), ([6, 3], [2, 1], 3), ([1], [1], 1), ([3, 3, 2], [1, 2, 1], 0)],
+)
+def test_assemble_matches_dense_products(itype, nlev, qs, p):
+    rng = np.random.default_rng(sum(nlev) + 10 * p)
+    n = 50
+    codes, P, pair_terms, pair_uniq, Z, XY, w = _assemble_inputs(rng, n, nlev, qs, p, itype)
+    zoff = np.concatenate([[0], np.cumsum(qs)[:-1]]).astype(np.int64)
+    qs64 = np.array(qs, dtype=np.int64)
+    dsz = [l * q * q for l, q in zip(nlev, qs)]
+    osz = [len(u) * qs[a] * qs[b] for (a, b), u in zip(pair_terms, pair_uniq)]
+    xsz = [l * q * (p + 1) for l, q in zip(nlev, qs)]
+
+    def offs(s):
+        return np.concatenate([[0], np.cumsum(s)[:-1]]).astype(np.int64) if s else np.zeros(0, np.int64)
+
+    D, O, ZXY, XtXy = np.zeros(sum(dsz)), np.zeros(sum(osz)), np.zeros(sum(xsz)), np.zeros((p + 1,) * 2)
+    _assemble.assemble(
+        codes, np.ascontiguousarray(P), np.array(pair_terms, dtype=np.int64).reshape(-1, 2),
+        zoff, qs64, Z, XY, w, D, offs(dsz), O, offs(osz), ZXY, offs(xsz), XtXy,
+    )
+    # dense oracle: Z_t with level-major columns, then plain matrix products
+    Zd = []
+    for t, (l, q) in enumerate(zip(nlev, qs)):
+        M = np.zeros((n, l * q))
+        for i in range(n):
+            M[i, codes[i, t] * q : (codes[i, t] + 1) * q] = Z[i, zoff[t] : zoff[t] + q]
+        Zd.append(M)
+    W = np.diag(w)
+    np.testing.assert_allclose(np.tril(XtXy), np.tril(XY.T @ W @ XY), rtol=1e-12, atol=1e-12)
+    for t, (l, q) in enumerate(zip(nlev, qs)):
+        full = Zd[t].T @ W @ Zd[t]
+        blocks = D[offs(dsz)[t] : offs(dsz)[t] + dsz[t]].reshape(l, q, q)
+        for j in range(l):
+            np.testing.assert_allclose(blocks[j], full[j * q : (j + 1) * q, j * q : (j + 1) * q],
+                                       rtol=1e-12, atol=1e-12)
+        zx = ZXY[offs(xsz)[t] : offs(xsz)[t] + xsz[t]].reshape(l * q, p + 1)
+        np.testing.assert_allclose(zx, Zd[t].T @ W @ XY, rtol=1e-12, atol=1e-12)
+    for r, ((a, b), uniq) in enumerate(zip(pair_terms, pair_uniq)):
+        qa, qb = qs[a], qs[b]
+        full = Zd[a].T @ W @ Zd[b]
+        blocks = O[offs(osz)[r] : offs(osz)[r] + osz[r]].reshape(len(uniq), qa, qb)
+        for k, key in enumerate(uniq):
+            ja, jb = divmod(int(key), nlev[b])
+            np.testing.assert_allclose(
+                blocks[k], full[ja * qa : (ja + 1) * qa, jb * qb : (jb + 1) * qb],
+                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("nlev,Q,p1", [(7, 1, 2), (5, 2, 3), (4, 3, 1), (1, 2, 2)])
+def test_blockdiag_update_matches_dense_cholesky(nlev, Q, p1):
+    rng = np.random.default_rng(nlev * Q)
+    G = rng.normal(size=(nlev, 6, Q))
+    B = np.ascontiguousarray(G.transpose(0, 2, 1) @ G)  # positive semi-definite blocks
+    ZXY = rng.normal(size=(nlev, Q, p1))
+    T = np.tril(rng.normal(size=(Q, Q)))
+    np.fill_diagonal(T, np.abs(np.diag(T)) + 0.1)
+    L, cu, C = np.zeros((nlev, Q, Q)), np.zeros((nlev, Q, p1)), np.zeros((p1, p1))
+    ldL2 = _blockdiag.update(T, B, ZXY, L, cu, C)
+    expected_ld, expected_C = 0.0, np.zeros((p1, p1))
+    for j in range(nlev):
+        Lj = np.linalg.cholesky(T.T @ B[j] @ T + np.eye(Q))
+        np.testing.assert_allclose(np.tril(L[j]), Lj, rtol=1e-12, atol=1e-12)
+        cj = np.linalg.solve(Lj, T.T @ ZXY[j])
+        np.testing.assert_allclose(cu[j], cj, rtol=1e-10, atol=1e-12)
+        expected_ld += 2 * np.sum(np.log(np.diag(Lj)))
+        expected_C += cj.T @ cj
+    assert ldL2 == pytest.approx(expected_ld, rel=1e-12)
+    np.testing.assert_allclose(np.tril(C), np.tril(expected_C), rtol=1e-10, atol=1e-12)
+
+
+def test_blockdiag_update_at_theta_zero_is_the_identity():
+    # singular fits put theta on its bound: T = 0 gives L = I and no correction
+    B = np.ones((3, 1, 1))
+    ZXY = np.ones((3, 1, 2))
+    L, cu, C = np.zeros((3, 1, 1)), np.zeros((3, 1, 2)), np.zeros((2, 2))
+    assert _blockdiag.update(np.zeros((1, 1)), B, ZXY, L, cu, C) == 0.0
+    np.testing.assert_array_equal(L[:, 0, 0], 1.0)
+    np.testing.assert_array_equal(C, 0.0)
