@@ -19,7 +19,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check lmmfast tests bench setup.py
 	$(VENV)/bin/ruff format --check lmmfast tests bench setup.py
-	$(VENV)/bin/cython-lint src
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cython-lint src
 
 bench: install
 	$(PY) bench/run.py

@@ -95,9 +95,7 @@ def cross_products(
     Ds = _split(D, dsz, [(t.nlevels, t.q, t.q) for t in terms])
     Os = _split(O, osz, [(len(lv), qs[t], qs[u]) for (t, u), lv in zip(pair_terms, pair_levels)])
     Xs = _split(ZXY, xsz, [(t.nlevels, t.q, p1) for t in terms])
-    pairs = [
-        TermPair(t, u, lv, o) for (t, u), lv, o in zip(pair_terms, pair_levels, Os)
-    ]
+    pairs = [TermPair(t, u, lv, o) for (t, u), lv, o in zip(pair_terms, pair_levels, Os)]
     return CrossProducts(Ds, pairs, Xs, XtXy)
 
 
@@ -112,8 +110,10 @@ def _level_pairs(a: ReTerm, b: ReTerm):
 
 
 def _offsets(sizes) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else np.zeros(
-        0, dtype=np.int64
+    return (
+        np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        if sizes
+        else np.zeros(0, dtype=np.int64)
     )
 
 

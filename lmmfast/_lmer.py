@@ -87,8 +87,11 @@ def _package(formula, reml, frame: ModelFrame, keep, dev: ProfiledDeviance, opt,
     for term, T, u in zip(frame.terms, dev.Ts(opt.theta), us):
         b = u @ T.T  # b_j = T u_j for each level j
         fitted += np.einsum("ij,ij->i", term.Zt, b[term.codes])
-        infos.append(TermInfo(term.group, term.cnames, term.levels[term.order], b[term.order],
-                              term.theta_lower()))
+        infos.append(
+            TermInfo(
+                term.group, term.cnames, term.levels[term.order], b[term.order], term.theta_lower()
+            )
+        )
     return LmerFit(
         formula=formula,
         reml=reml,

@@ -84,7 +84,7 @@ def encode_groups(data: pd.DataFrame, factors: tuple[str, ...]):
         key = key * len(labels) + codes
     codes, uniq = pd.factorize(key, sort=False)
     comp = []
-    for codes_c, labels_c, ranks_c in reversed(parts):
+    for _, labels_c, _ in reversed(parts):
         comp.append(uniq % len(labels_c))
         uniq = uniq // len(labels_c)
     comp.reverse()

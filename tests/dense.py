@@ -17,8 +17,10 @@ def dense_Z(terms):
 
 
 def dense_Lambda(terms, Ts):
-    return np.kron(np.eye(terms[0].nlevels), Ts[0]) if len(terms) == 1 else _blockdiag(
-        [np.kron(np.eye(t.nlevels), T) for t, T in zip(terms, Ts)]
+    return (
+        np.kron(np.eye(terms[0].nlevels), Ts[0])
+        if len(terms) == 1
+        else _blockdiag([np.kron(np.eye(t.nlevels), T) for t, T in zip(terms, Ts)])
     )
 
 
@@ -45,7 +47,9 @@ def marginal_objective(y, X, Z, Lam, w, reml):
     if reml:
         s2 = rss / (n - p)
         return (
-            (n - p) * np.log(s2) + ld_V0 + np.linalg.slogdet(X.T @ Vi @ X)[1]
+            (n - p) * np.log(s2)
+            + ld_V0
+            + np.linalg.slogdet(X.T @ Vi @ X)[1]
             + (n - p) * (1 + np.log(2 * np.pi))
         ), beta
     s2 = rss / n

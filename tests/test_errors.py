@@ -13,22 +13,31 @@ def ss():
 
 
 def test_unknown_column_suggests_close_names(ss):
-    with pytest.raises(lmmfast.MissingColumnError, match="'Dayz' is not in the data. Did you mean 'Days'"):
+    with pytest.raises(
+        lmmfast.MissingColumnError, match="'Dayz' is not in the data. Did you mean 'Days'"
+    ):
         lmmfast.lmer("Reaction ~ Dayz + (1 | Subject)", ss)
     with pytest.raises(KeyError):  # also a KeyError, as pandas would raise
         lmmfast.lmer("Reaction ~ Days + (1 | Subjct)", ss)
 
 
 def test_formula_without_random_terms(ss):
-    with pytest.raises(lmmfast.NotMixedModelError, match="not a mixed model; .*ordinary regression"):
+    with pytest.raises(
+        lmmfast.NotMixedModelError, match="not a mixed model; .*ordinary regression"
+    ):
         lmmfast.lmer("Reaction ~ Days", ss)
 
 
 @pytest.mark.parametrize(
     "formula,where",
-    [("Reaction ~ Days + (1 | Subject", 18), ("Reaction Days + (1|Subject)", None),
-     ("Reaction ~ Days + + (1|Subject)", None), ("Reaction ~ Days * (1|Subject)", None),
-     ("Reaction ~ Days + (1|)", None), ("Reaction ~ (|Subject)", None)],
+    [
+        ("Reaction ~ Days + (1 | Subject", 18),
+        ("Reaction Days + (1|Subject)", None),
+        ("Reaction ~ Days + + (1|Subject)", None),
+        ("Reaction ~ Days * (1|Subject)", None),
+        ("Reaction ~ Days + (1|)", None),
+        ("Reaction ~ (|Subject)", None),
+    ],
 )
 def test_malformed_formula_points_at_the_position(ss, formula, where):
     with pytest.raises(lmmfast.FormulaError) as e:
@@ -110,6 +119,12 @@ def test_duplicate_column_names(ss):
 
 
 def test_all_errors_share_one_base_class():
-    for cls in (lmmfast.FormulaError, lmmfast.NotMixedModelError, lmmfast.MissingColumnError,
-                lmmfast.DataError, lmmfast.GroupingError, lmmfast.NewLevelsError):
+    for cls in (
+        lmmfast.FormulaError,
+        lmmfast.NotMixedModelError,
+        lmmfast.MissingColumnError,
+        lmmfast.DataError,
+        lmmfast.GroupingError,
+        lmmfast.NewLevelsError,
+    ):
         assert issubclass(cls, lmmfast.LMMError)

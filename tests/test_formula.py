@@ -59,7 +59,12 @@ def test_coefficient_names_are_lme4s():
     cake = lmmfast.datasets.load("cake")
     fit = lmmfast.lmer("angle ~ recipe * temp + (1 | recipe:replicate)", cake)
     assert list(fit.fixef.index) == [
-        "(Intercept)", "recipeB", "recipeC", "temp", "recipeB:temp", "recipeC:temp"
+        "(Intercept)",
+        "recipeB",
+        "recipeC",
+        "temp",
+        "recipeB:temp",
+        "recipeC:temp",
     ]
     assert fit.ngroups == {"recipe:replicate": 45}
 

@@ -37,12 +37,34 @@ def test_assemble_matches_dense_products(itype, nlev, qs, p):
     xsz = [l * q * (p + 1) for l, q in zip(nlev, qs)]
 
     def offs(s):
-        return np.concatenate([[0], np.cumsum(s)[:-1]]).astype(np.int64) if s else np.zeros(0, np.int64)
+        return (
+            np.concatenate([[0], np.cumsum(s)[:-1]]).astype(np.int64)
+            if s
+            else np.zeros(0, np.int64)
+        )
 
-    D, O, ZXY, XtXy = np.zeros(sum(dsz)), np.zeros(sum(osz)), np.zeros(sum(xsz)), np.zeros((p + 1,) * 2)
+    D, O, ZXY, XtXy = (
+        np.zeros(sum(dsz)),
+        np.zeros(sum(osz)),
+        np.zeros(sum(xsz)),
+        np.zeros((p + 1,) * 2),
+    )
     _assemble.assemble(
-        codes, np.ascontiguousarray(P), np.array(pair_terms, dtype=np.int64).reshape(-1, 2),
-        zoff, qs64, Z, XY, w, D, offs(dsz), O, offs(osz), ZXY, offs(xsz), XtXy,
+        codes,
+        np.ascontiguousarray(P),
+        np.array(pair_terms, dtype=np.int64).reshape(-1, 2),
+        zoff,
+        qs64,
+        Z,
+        XY,
+        w,
+        D,
+        offs(dsz),
+        O,
+        offs(osz),
+        ZXY,
+        offs(xsz),
+        XtXy,
     )
     # dense oracle: Z_t with level-major columns, then plain matrix products
     Zd = []
@@ -57,8 +79,9 @@ def test_assemble_matches_dense_products(itype, nlev, qs, p):
         full = Zd[t].T @ W @ Zd[t]
         blocks = D[offs(dsz)[t] : offs(dsz)[t] + dsz[t]].reshape(l, q, q)
         for j in range(l):
-            np.testing.assert_allclose(blocks[j], full[j * q : (j + 1) * q, j * q : (j + 1) * q],
-                                       rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(
+                blocks[j], full[j * q : (j + 1) * q, j * q : (j + 1) * q], rtol=1e-12, atol=1e-12
+            )
         zx = ZXY[offs(xsz)[t] : offs(xsz)[t] + xsz[t]].reshape(l * q, p + 1)
         np.testing.assert_allclose(zx, Zd[t].T @ W @ XY, rtol=1e-12, atol=1e-12)
     for r, ((a, b), uniq) in enumerate(zip(pair_terms, pair_uniq)):
@@ -68,8 +91,11 @@ def test_assemble_matches_dense_products(itype, nlev, qs, p):
         for k, key in enumerate(uniq):
             ja, jb = divmod(int(key), nlev[b])
             np.testing.assert_allclose(
-                blocks[k], full[ja * qa : (ja + 1) * qa, jb * qb : (jb + 1) * qb],
-                rtol=1e-12, atol=1e-12)
+                blocks[k],
+                full[ja * qa : (ja + 1) * qa, jb * qb : (jb + 1) * qb],
+                rtol=1e-12,
+                atol=1e-12,
+            )
 
 
 @pytest.mark.parametrize("nlev,Q,p1", [(7, 1, 2), (5, 2, 3), (4, 3, 1), (1, 2, 2)])

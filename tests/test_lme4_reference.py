@@ -88,9 +88,10 @@ def test_varcorr(key):
     got = fit.varcorr
     assert got["grp"].tolist() == ref["grp"].tolist()
     for col in ("var1", "var2"):
-        assert got[col].astype(object).fillna("").tolist() == ref[col].astype(object).fillna(
-            ""
-        ).tolist()
+        assert (
+            got[col].astype(object).fillna("").tolist()
+            == ref[col].astype(object).fillna("").tolist()
+        )
     scale = ref["vcov"].abs().max()
     np.testing.assert_allclose(got["vcov"], ref["vcov"], rtol=5e-3, atol=1e-3 * scale)
     # correlations of a singular fit are +-1 or undefined; compare where lme4 has a value
@@ -151,7 +152,9 @@ EXTRA_CALLS = {
     "cake_interaction_reml": ("angle ~ recipe * temp + (1 | recipe:replicate)", "cake", {}),
     "sleep_weights_reml": ("Reaction ~ Days + (Days | Subject)", "sleepstudy", {"weights": "w"}),
     "sleep_weights_ml": (
-        "Reaction ~ Days + (1 | Subject)", "sleepstudy", {"weights": "w", "REML": False}
+        "Reaction ~ Days + (1 | Subject)",
+        "sleepstudy",
+        {"weights": "w", "REML": False},
     ),
     "sleep_offset_reml": ("Reaction ~ Days + (Days | Subject)", "sleepstudy", {"offset": "o"}),
 }
