@@ -17,8 +17,8 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check lmmfast tests bench setup.py
-	$(VENV)/bin/ruff format --check lmmfast tests bench setup.py
+	$(VENV)/bin/ruff check lmmfast tests setup.py $(wildcard bench)
+	$(VENV)/bin/ruff format --check lmmfast tests setup.py $(wildcard bench)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cython-lint src
 
 bench: install
