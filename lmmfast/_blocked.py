@@ -24,6 +24,8 @@ def is_block_diagonal(terms: list[ReTerm]) -> bool:
 class BlockedFactor:
     """L_j L_j' = T' B_j T + I for each level j, T = blockdiag(T_1, ..., T_K)."""
 
+    kind = "blocked"
+
     def __init__(self, cp: CrossProducts, terms: list[ReTerm]):
         self.terms = terms
         self.qoff = np.concatenate([[0], np.cumsum([t.q for t in terms])])
@@ -60,3 +62,103 @@ class BlockedFactor:
         Lt = np.triu(self.L.transpose(0, 2, 1))  # the kernel writes only the lower triangles
         u = np.linalg.solve(Lt, rhs[:, :, None])[:, :, 0]
         return [u[:, self._cols(k)] for k in range(len(self.terms))]
+
+
+MAX_CLUSTER = (
+    64  # larger clusters are factored by CHOLMOD, whose ordering exploits their inner sparsity
+)
+
+
+def nesting_maps(terms: list[ReTerm]) -> list[np.ndarray] | None:
+    """If every factor is nested in the coarsest one, map each term's levels to the coarsest
+    factor's levels (the clusters); else None."""
+    coarse = min(terms, key=lambda t: t.nlevels)
+    maps = []
+    for t in terms:
+        m = np.full(t.nlevels, -1, dtype=np.int64)
+        m[t.codes] = coarse.codes
+        if not np.array_equal(m[t.codes], coarse.codes):
+            return None
+        maps.append(m)
+    return maps
+
+
+class ClusteredFactor:
+    """Nested factors: Lambda'Z'WZ Lambda + I is block-diagonal by the coarsest factor's levels.
+
+    Cluster k stacks, term by term, the effects of every level inside k (q_t rows each); its
+    dense block is factored directly (src/_blockdiag.pyx, update_var).
+    """
+
+    kind = "nested"
+
+    def __init__(self, cp: CrossProducts, terms: list[ReTerm], maps: list[np.ndarray]):
+        self.terms = terms
+        ncl = int(max(m.max() for m in maps)) + 1
+        counts = [np.bincount(m, minlength=ncl) for m in maps]
+        sizes = sum(t.q * c for t, c in zip(terms, counts))
+        self.roff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.boff = np.concatenate([[0], np.cumsum(sizes**2)]).astype(np.int64)
+        self.max_size = int(sizes.max())
+        Tq = np.array([t.q * t.q for t in terms])
+        self.Toff = np.concatenate([[0], np.cumsum(Tq)[:-1]]).astype(np.int64)
+        nrow = int(self.roff[-1])
+        self.row_t, self.row_q, self.row_a, self.row_seg = (
+            np.zeros(nrow, np.int64) for _ in "tqas"
+        )
+        self.rows = []  # per term: (l, q) global row of each effect
+        before = np.zeros(ncl, dtype=np.int64)  # rows of earlier terms in each cluster
+        for k, (t, m, c) in enumerate(zip(terms, maps, counts)):
+            order = np.argsort(m, kind="stable")
+            rank = np.empty(t.nlevels, dtype=np.int64)
+            rank[order] = np.arange(t.nlevels) - (np.cumsum(c) - c)[m[order]]
+            seg = self.roff[m] + before[m] + rank * t.q  # global row of each level's segment
+            rows = seg[:, None] + np.arange(t.q)
+            self.rows.append(rows)
+            self.row_t[rows] = self.Toff[k]
+            self.row_q[rows] = t.q
+            self.row_a[rows] = np.arange(t.q)
+            self.row_seg[rows] = (seg - self.roff[m])[:, None]
+            before += t.q * c
+        self.cluster = np.repeat(np.arange(ncl), sizes)  # cluster of each global row
+        B = np.zeros(int(self.boff[-1]))
+        for rows, D in zip(self.rows, cp.D):
+            self._scatter(B, rows[:, :, None], rows[:, None, :], D)
+        for pr in cp.pairs:
+            ra = self.rows[pr.t][pr.levels[:, 0]][:, :, None]
+            rb = self.rows[pr.u][pr.levels[:, 1]][:, None, :]
+            self._scatter(B, ra, rb, pr.O)
+            self._scatter(B, rb.transpose(0, 2, 1), ra.transpose(0, 2, 1), pr.O.transpose(0, 2, 1))
+        self.B = B
+        p1 = cp.XtXy.shape[0]
+        ZXY = np.zeros((nrow, p1))
+        for rows, Z in zip(self.rows, cp.ZXY):
+            ZXY[rows.ravel()] = Z.reshape(-1, p1)
+        self.ZXY = ZXY.ravel()
+        self.L = np.zeros_like(B)
+        self.cu = np.zeros(nrow * p1)
+        self._C = np.zeros((p1, p1))
+        self._work = np.zeros(self.max_size**2)
+
+    def _scatter(self, out, ri, rj, vals):
+        """out[block of cluster(ri)][local ri, local rj] = vals, with broadcasting."""
+        ri, rj = np.broadcast_arrays(ri, rj)
+        k = self.cluster[ri]
+        s = self.roff[k + 1] - self.roff[k]
+        out[self.boff[k] + (ri - self.roff[k]) * s + (rj - self.roff[k])] = vals
+
+    def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        T = np.concatenate([np.ascontiguousarray(T).ravel() for T in Ts])
+        ldL2 = _blockdiag.update_var(
+            T, self.row_t, self.row_q, self.row_a, self.row_seg, self.roff, self.boff,
+            self.B, self.ZXY, self.L, self.cu, self._C, self._work,
+        )  # fmt: skip
+        if ldL2 == -1.0:
+            raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
+        return ldL2, np.tril(self._C) + np.tril(self._C, -1).T
+
+    def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
+        cu = self.cu.reshape(len(self.row_t), -1)
+        u = np.ascontiguousarray(cu[:, -1] - cu[:, :-1] @ beta)
+        _blockdiag.solve_upper_var(self.L, self.roff, self.boff, u)
+        return [u[rows] for rows in self.rows]

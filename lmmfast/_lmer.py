@@ -110,7 +110,7 @@ def _package(formula, reml, frame: ModelFrame, keep, dev: ProfiledDeviance, opt,
         dropped_columns=dropped,
         n_dropped_rows=frame.n_dropped,
         data_name=name,
-        block_diagonal=dev.block_diagonal,
+        factorization=dev.factorization,
         theta_names=[n for t in frame.terms for n in t.theta_names()],
     )
 

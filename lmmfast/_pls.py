@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._blocked import BlockedFactor, is_block_diagonal
+from . import _blocked
+from ._blocked import BlockedFactor, ClusteredFactor, is_block_diagonal, nesting_maps
 from ._crossprod import CrossProducts
 from ._errors import DataError
 from ._sparse import SparseFactor
@@ -58,8 +59,7 @@ class ProfiledDeviance:
         self.terms, self.n, self.reml, self.ldW = terms, n, reml, ldW
         self.p = cp.XtXy.shape[0] - 1
         self.XtXy = cp.XtXy
-        self.block_diagonal = is_block_diagonal(terms)
-        self.factor = BlockedFactor(cp, terms) if self.block_diagonal else SparseFactor(cp, terms)
+        self.factor = _choose_factorization(cp, terms)
         cuts = np.cumsum([0] + [t.ntheta for t in terms])
         self.slices = [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
         self.nevals = 0
@@ -90,5 +90,23 @@ class ProfiledDeviance:
             return dec.ldL2 + dec.ldRX2 + nmp * (1 + np.log(2 * np.pi * dec.pwrss / nmp)) - self.ldW
         return dec.ldL2 + self.n * (1 + np.log(2 * np.pi * dec.pwrss / self.n)) - self.ldW
 
+    @property
+    def factorization(self) -> str:
+        """Which factorization of Lambda'Z'WZ Lambda + I: "blocked", "nested" or "cholmod"."""
+        return self.factor.kind
+
     def sigma(self, dec: Decomposition) -> float:
         return float(np.sqrt(dec.pwrss / (self.n - self.p if self.reml else self.n)))
+
+
+def _choose_factorization(cp: CrossProducts, terms: list[ReTerm]):
+    """One grouping factor: per-level blocks; nested factors with small clusters: per-cluster
+    blocks; anything else (crossed factors, very large clusters): CHOLMOD."""
+    if is_block_diagonal(terms):
+        return BlockedFactor(cp, terms)
+    maps = nesting_maps(terms)
+    if maps is not None:
+        factor = ClusteredFactor(cp, terms, maps)
+        if factor.max_size <= _blocked.MAX_CLUSTER:
+            return factor
+    return SparseFactor(cp, terms)

@@ -57,7 +57,7 @@ class LmerFit:
     dropped_columns: list[str] = field(default_factory=list)
     n_dropped_rows: int = 0
     data_name: str | None = None
-    block_diagonal: bool = True
+    factorization: str = "blocked"  # blocked (one factor), nested, or cholmod
     theta_names: list[str] = field(default_factory=list)
     weights_name: str | None = None  # shown in summary() as lme4's "Weights:" line
     offset_name: str | None = None

@@ -21,6 +21,8 @@ from ._terms import ReTerm
 class SparseFactor:
     """L L' = P(Lambda'Z'WZ Lambda + I)P' by CHOLMOD, analysed once."""
 
+    kind = "cholmod"
+
     def __init__(self, cp: CrossProducts, terms: list[ReTerm]):
         self.terms, self.cp = terms, cp
         sizes = [t.nlevels * t.q for t in terms]

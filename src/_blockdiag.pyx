@@ -11,6 +11,7 @@ block per level j, and Lambda acts on every block by the same lower-triangular T
 """
 
 from libc.math cimport NAN, log, sqrt
+from libc.stdint cimport int64_t
 
 
 def update(
@@ -107,3 +108,137 @@ cdef inline double _BT(const double[:, :, ::1] B, const double[:, ::1] T,
     for d in range(b, Q):
         s = s + B[j, c, d] * T[d, b]
     return s
+
+
+# ---------------------------------------------------------------------------------------
+# Clusters of varying size: nested factors.  When every term's factor is nested in the
+# coarsest one, Z'WZ is block-diagonal by the coarsest factor's levels ("clusters"); a
+# cluster holds the effects of its own level and of every finer level inside it, in
+# segments of q_t rows (one per term level), and Lambda is T_t on each segment.
+# Row g of the stacked clusters belongs to a term whose T starts at T[row_t[g]]
+# (row-major q x q, q = row_q[g]), is column row_a[g] of that term, and its segment
+# starts at cluster-local row row_seg[g].
+# ---------------------------------------------------------------------------------------
+
+def update_var(
+    const double[::1] T,
+    const int64_t[::1] row_t,
+    const int64_t[::1] row_q,
+    const int64_t[::1] row_a,
+    const int64_t[::1] row_seg,
+    const int64_t[::1] roff,
+    const int64_t[::1] boff,
+    const double[::1] B,
+    const double[::1] ZXY,
+    double[::1] L,
+    double[::1] cu,
+    double[:, ::1] C,
+    double[::1] work,
+):
+    """Per cluster k: L_k L_k' = Lambda_k' B_k Lambda_k + I, cu_k = L_k^{-1} Lambda_k' ZXY_k,
+    C += cu_k' cu_k (lower half, zeroed first); return ldL2 (-1.0 if not positive definite).
+
+    B_k, L_k are s_k x s_k row-major at boff[k]; ZXY_k, cu_k are s_k x p1 at roff[k] * p1;
+    work holds at least max s_k^2 doubles.
+    """
+    cdef Py_ssize_t ncl = roff.shape[0] - 1, p1 = C.shape[0]
+    cdef Py_ssize_t k, a, b
+    cdef double ld = 0.0, ldL2 = 0.0
+    for a in range(p1):
+        for b in range(p1):
+            C[a, b] = 0.0
+    with nogil:
+        for k in range(ncl):
+            ld = _cluster(T, row_t, row_q, row_a, row_seg, roff[k], roff[k + 1] - roff[k],
+                          boff[k], B, ZXY, L, cu, C, work)
+            if ld != ld:
+                break
+            ldL2 = ldL2 + ld
+    return -1.0 if ld != ld else ldL2
+
+
+cdef inline double _lam(const double[::1] T, const int64_t[::1] row_t, const int64_t[::1] row_q,
+                        const int64_t[::1] row_a, Py_ssize_t gm, Py_ssize_t gi) noexcept nogil:
+    """Lambda[m, i] for rows m, i of one segment: T[a_m, a_i]."""
+    return T[row_t[gm] + row_a[gm] * row_q[gm] + row_a[gi]]
+
+
+cdef double _cluster(
+    const double[::1] T, const int64_t[::1] row_t, const int64_t[::1] row_q,
+    const int64_t[::1] row_a, const int64_t[::1] row_seg,
+    Py_ssize_t r0, Py_ssize_t s, Py_ssize_t b0,
+    const double[::1] B, const double[::1] ZXY,
+    double[::1] L, double[::1] cu, double[:, ::1] C, double[::1] W,
+) noexcept nogil:
+    cdef Py_ssize_t p1 = C.shape[0]
+    cdef Py_ssize_t i, j, m, c, lo, hi
+    cdef double acc, ld = 0.0
+    # W := B_k Lambda_k   (column j of Lambda is non-zero on j's segment, rows with a_m >= a_j)
+    for j in range(s):
+        lo = row_seg[r0 + j] + row_a[r0 + j]
+        hi = row_seg[r0 + j] + row_q[r0 + j]
+        for i in range(s):
+            acc = 0.0
+            for m in range(lo, hi):
+                acc = acc + B[b0 + i * s + m] * _lam(T, row_t, row_q, row_a, r0 + m, r0 + j)
+            W[i * s + j] = acc
+    # L_k := Lambda_k' W + I (lower triangle); cu_k := Lambda_k' ZXY_k
+    for i in range(s):
+        lo = row_seg[r0 + i] + row_a[r0 + i]
+        hi = row_seg[r0 + i] + row_q[r0 + i]
+        for j in range(i + 1):
+            acc = 0.0
+            for m in range(lo, hi):
+                acc = acc + _lam(T, row_t, row_q, row_a, r0 + m, r0 + i) * W[m * s + j]
+            L[b0 + i * s + j] = acc + (1.0 if i == j else 0.0)
+        for c in range(p1):
+            acc = 0.0
+            for m in range(lo, hi):
+                acc = acc + _lam(T, row_t, row_q, row_a, r0 + m, r0 + i) * ZXY[(r0 + m) * p1 + c]
+            cu[(r0 + i) * p1 + c] = acc
+    # Cholesky in place (lower, row-major)
+    for j in range(s):
+        acc = L[b0 + j * s + j]
+        for c in range(j):
+            acc = acc - L[b0 + j * s + c] * L[b0 + j * s + c]
+        if acc <= 0.0:
+            return NAN
+        acc = sqrt(acc)
+        L[b0 + j * s + j] = acc
+        ld = ld + 2.0 * log(acc)
+        for i in range(j + 1, s):
+            for c in range(j):
+                L[b0 + i * s + j] = L[b0 + i * s + j] - L[b0 + i * s + c] * L[b0 + j * s + c]
+            L[b0 + i * s + j] = L[b0 + i * s + j] / acc
+    # cu_k := L_k^{-1} cu_k; C += cu_k' cu_k
+    for c in range(p1):
+        for i in range(s):
+            acc = cu[(r0 + i) * p1 + c]
+            for j in range(i):
+                acc = acc - L[b0 + i * s + j] * cu[(r0 + j) * p1 + c]
+            cu[(r0 + i) * p1 + c] = acc / L[b0 + i * s + i]
+    for i in range(p1):
+        for j in range(i + 1):
+            acc = 0.0
+            for m in range(s):
+                acc = acc + cu[(r0 + m) * p1 + i] * cu[(r0 + m) * p1 + j]
+            C[i, j] = C[i, j] + acc
+    return ld
+
+
+def solve_upper_var(const double[::1] L, const int64_t[::1] roff, const int64_t[::1] boff,
+                    double[::1] x):
+    """x_k := L_k'^{-1} x_k for every cluster k (in place)."""
+    cdef Py_ssize_t ncl = roff.shape[0] - 1
+    cdef Py_ssize_t k, i, j, s, r0, b0
+    cdef double acc
+    with nogil:
+        for k in range(ncl):
+            r0 = roff[k]
+            s = roff[k + 1] - r0
+            b0 = boff[k]
+            for i in range(s - 1, -1, -1):
+                acc = x[r0 + i]
+                for j in range(i + 1, s):
+                    acc = acc - L[b0 + j * s + i] * x[r0 + j]
+                x[r0 + i] = acc / L[b0 + i * s + i]

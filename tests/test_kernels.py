@@ -128,3 +128,75 @@ def test_blockdiag_update_at_theta_zero_is_the_identity():
     assert _blockdiag.update(np.zeros((1, 1)), B, ZXY, L, cu, C) == 0.0
     np.testing.assert_array_equal(L[:, 0, 0], 1.0)
     np.testing.assert_array_equal(C, 0.0)
+
+
+def _clusters(rng):
+    """Three clusters of sizes 3, 1 and 4 made of segments of terms with q = 1 and q = 2."""
+    Ts = [np.array([[0.9]]), np.array([[1.1, 0.0], [-0.4, 0.6]])]
+    Toff = [0, 1]
+    layout = [[0, 1], [0], [1, 1]]  # the terms of each cluster's segments
+    row_t, row_q, row_a, row_seg, sizes = [], [], [], [], []
+    for segs in layout:
+        start = 0
+        for t in segs:
+            q = Ts[t].shape[0]
+            for a in range(q):
+                row_t.append(Toff[t])
+                row_q.append(q)
+                row_a.append(a)
+                row_seg.append(start)
+            start += q
+        sizes.append(start)
+    sizes = np.array(sizes)
+    roff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    boff = np.concatenate([[0], np.cumsum(sizes**2)]).astype(np.int64)
+    Bs = []
+    for s in sizes:
+        G = rng.normal(size=(s + 2, s))
+        Bs.append(G.T @ G)
+    Lams = []
+    for segs in layout:
+        blocks = [Ts[t] for t in segs]
+        n = sum(b.shape[0] for b in blocks)
+        Lam, k = np.zeros((n, n)), 0
+        for b in blocks:
+            Lam[k : k + len(b), k : k + len(b)] = b
+            k += len(b)
+        Lams.append(Lam)
+    arrays = [np.array(x, dtype=np.int64) for x in (row_t, row_q, row_a, row_seg)]
+    T = np.concatenate([t.ravel() for t in Ts])
+    return T, arrays, roff, boff, Bs, Lams, sizes
+
+
+def test_update_var_matches_dense_cholesky_per_cluster():
+    rng = np.random.default_rng(3)
+    T, (row_t, row_q, row_a, row_seg), roff, boff, Bs, Lams, sizes = _clusters(rng)
+    p1 = 2
+    ZXY = rng.normal(size=(int(roff[-1]), p1))
+    B = np.concatenate([b.ravel() for b in Bs])
+    L, cu, C = np.zeros_like(B), np.zeros(ZXY.size), np.zeros((p1, p1))
+    ldL2 = _blockdiag.update_var(
+        T, row_t, row_q, row_a, row_seg, roff, boff, B, ZXY.ravel(), L, cu, C,
+        np.zeros(int(sizes.max()) ** 2),
+    )  # fmt: skip
+    cu = cu.reshape(-1, p1)
+    expected_ld, expected_C = 0.0, np.zeros((p1, p1))
+    for k, (s, Bk, Lam) in enumerate(zip(sizes, Bs, Lams)):
+        Lk = np.linalg.cholesky(Lam.T @ Bk @ Lam + np.eye(s))
+        got = np.tril(L[boff[k] : boff[k + 1]].reshape(s, s))
+        np.testing.assert_allclose(got, Lk, rtol=1e-12, atol=1e-12)
+        ck = np.linalg.solve(Lk, Lam.T @ ZXY[roff[k] : roff[k + 1]])
+        np.testing.assert_allclose(cu[roff[k] : roff[k + 1]], ck, rtol=1e-10, atol=1e-12)
+        expected_ld += 2 * np.sum(np.log(np.diag(Lk)))
+        expected_C += ck.T @ ck
+    assert ldL2 == pytest.approx(expected_ld, rel=1e-12)
+    np.testing.assert_allclose(np.tril(C), np.tril(expected_C), rtol=1e-10)
+    # and the back-solve with the factors just computed
+    x = rng.normal(size=int(roff[-1]))
+    got = x.copy()
+    _blockdiag.solve_upper_var(L, roff, boff, got)
+    for k, s in enumerate(sizes):
+        Lk = np.tril(L[boff[k] : boff[k + 1]].reshape(s, s))
+        np.testing.assert_allclose(
+            got[roff[k] : roff[k + 1]], np.linalg.solve(Lk.T, x[roff[k] : roff[k + 1]]), rtol=1e-10
+        )

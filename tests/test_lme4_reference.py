@@ -120,11 +120,11 @@ def test_scaled_residual_quantiles(key):
 
 
 def test_backends_are_the_ones_designed():
-    # one grouping factor: the per-cluster kernel; crossed and nested: CHOLMOD
-    assert fit_of("sleep_slope_reml").block_diagonal
-    assert fit_of("sleep_uncorr_reml").block_diagonal
-    assert not fit_of("penicillin_crossed_reml").block_diagonal
-    assert not fit_of("pastes_nested_reml").block_diagonal
+    # one grouping factor: per-level blocks; nested: per-cluster blocks; crossed: CHOLMOD
+    assert fit_of("sleep_slope_reml").factorization == "blocked"
+    assert fit_of("sleep_uncorr_reml").factorization == "blocked"
+    assert fit_of("pastes_nested_reml").factorization == "nested"
+    assert fit_of("penicillin_crossed_reml").factorization == "cholmod"
 
 
 def test_optimizer_record():

@@ -31,6 +31,7 @@ def _data(seed, n=120):
     )
     df["a"] = df["g"]  # for nesting: b within a
     df["b"] = rng.integers(0, 3, size=n).astype(str)
+    df["c"] = rng.integers(0, 2, size=n).astype(str)
     df["y"] = 1 + df.x + rng.normal(size=n) + rng.normal(size=9)[df.g.astype(int)]
     return df
 
@@ -43,6 +44,9 @@ CASES = [
     ("y ~ x + (1 | g) + (1 | h)", False),
     ("y ~ x + (x | g) + (1 | h)", False),
     ("y ~ x + (1 | a/b)", False),
+    ("y ~ x + (x | a/b)", False),
+    ("y ~ x + (1 | a/b/c)", True),
+    ("y ~ x + (x || a/b)", False),
     ("y ~ x + (1 | g:h)", False),
     ("y ~ x + (1 | g)", True),
     ("y ~ x + (x | g) + (1 | h)", True),
@@ -88,3 +92,23 @@ def test_evaluation_reads_no_rows():
         t.Zt[:] = np.nan
         t.codes[:] = 0
     assert dev(np.array([0.8, 0.1, 0.5, 1.2])) == before
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | a/b)", "y ~ x + (x | a/b)", "y ~ (1 | a/b/c)"])
+def test_nested_factorization_agrees_with_cholmod(formula, monkeypatch):
+    from lmmfast import _blocked
+
+    df = _data(11)
+    frame = build_frame(parse_formula(formula), df)
+    cp = cross_products(frame.terms, frame.X, frame.y, None)
+    nested = ProfiledDeviance(cp, frame.terms, frame.n, True, 0.0)
+    monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)  # clusters too large: CHOLMOD
+    sparse = ProfiledDeviance(cp, frame.terms, frame.n, True, 0.0)
+    assert (nested.factorization, sparse.factorization) == ("nested", "cholmod")
+    lower = np.concatenate([t.theta_lower() for t in frame.terms])
+    theta = np.where(lower == 0, 0.7, 0.2)
+    assert nested(theta) == pytest.approx(sparse(theta), rel=1e-12)
+    beta = nested.decompose(theta).beta
+    np.testing.assert_allclose(beta, sparse.decompose(theta).beta, rtol=1e-10)
+    for a, b in zip(nested.factor.spherical_modes(beta), sparse.factor.spherical_modes(beta)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
