@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from ._crossprod import cross_products
-from ._errors import DataError
+from ._errors import ConvergenceWarning, DataError
 from ._formula import parse_formula
 from ._frame import ModelFrame, build_frame
 from ._optimize import bobyqa
@@ -67,6 +67,14 @@ def lmer(formula: str, data, REML: bool = True, weights=None, offset=None) -> Lm
     theta0 = np.concatenate([t.theta_init() for t in frame.terms])
     lower = np.concatenate([t.theta_lower() for t in frame.terms])
     opt = bobyqa(dev, theta0, lower)
+    if not opt.converged:
+        warnings.warn(
+            f"the optimizer did not converge ({opt.message}) after {opt.feval} evaluations; the "
+            "estimates may not be the optimum. Check the scale of the covariates (centre and "
+            "scale them) and whether the random-effects structure is too rich for the data.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     fit = _package(parsed.formula, REML, frame, keep, dev, opt, dropped, data_name)
     fit.weights_name = _arg_name(weights)
     fit.offset_name = _arg_name(offset)

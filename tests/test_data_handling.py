@@ -95,3 +95,15 @@ def test_pickle_round_trip(ss):
         warnings.simplefilter("error")
         back = pickle.loads(pickle.dumps(fit))
     assert str(back.summary()) == str(fit.summary())
+
+
+def test_non_convergence_warns_and_the_fit_is_still_usable(ss, monkeypatch):
+    from lmmfast import _optimize
+
+    real = _optimize.OptSummary
+    monkeypatch.setattr(_optimize, "OptSummary", lambda *a, **k: real(*a, **{**k, "maxeval": 5}))
+    with pytest.warns(lmmfast.ConvergenceWarning, match="did not converge"):
+        fit = lmmfast.lmer("Reaction ~ Days + (Days | Subject)", ss)
+    assert not fit.optsummary.converged
+    assert fit.optsummary.feval == 5
+    assert "convergence code: 1" in str(fit.summary())
