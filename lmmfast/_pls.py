@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _blocked
+from . import _blocked, _crossed
 from ._blocked import BlockedFactor, ClusteredFactor, is_block_diagonal, nesting_maps
+from ._crossed import CrossedFactor
 from ._crossprod import CrossProducts
 from ._errors import DataError
 from ._sparse import SparseFactor
@@ -92,7 +93,7 @@ class ProfiledDeviance:
 
     @property
     def factorization(self) -> str:
-        """Which factorization of Lambda'Z'WZ Lambda + I: "blocked", "nested" or "cholmod"."""
+        """Which factorization of Lambda'Z'WZ Lambda + I: blocked, nested, crossed or cholmod."""
         return self.factor.kind
 
     def sigma(self, dec: Decomposition) -> float:
@@ -101,7 +102,8 @@ class ProfiledDeviance:
 
 def _choose_factorization(cp: CrossProducts, terms: list[ReTerm]):
     """One grouping factor: per-level blocks; nested factors with small clusters: per-cluster
-    blocks; anything else (crossed factors, very large clusters): CHOLMOD."""
+    blocks; crossed factors whose smaller factors have few effects: blocked with a dense
+    Schur complement; anything else: CHOLMOD."""
     if is_block_diagonal(terms):
         return BlockedFactor(cp, terms)
     maps = nesting_maps(terms)
@@ -109,4 +111,6 @@ def _choose_factorization(cp: CrossProducts, terms: list[ReTerm]):
         factor = ClusteredFactor(cp, terms, maps)
         if factor.max_size <= _blocked.MAX_CLUSTER:
             return factor
+    if sum(t.nlevels * t.q for t in terms[1:]) <= _crossed.MAX_DENSE:
+        return CrossedFactor(cp, terms)
     return SparseFactor(cp, terms)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lmmfast import _assemble, _blockdiag
+from lmmfast import _assemble, _blockdiag, _schur
 
 
 def _assemble_inputs(rng, n, nlev, qs, p, itype):
@@ -200,3 +200,45 @@ def test_update_var_matches_dense_cholesky_per_cluster():
         np.testing.assert_allclose(
             got[roff[k] : roff[k + 1]], np.linalg.solve(Lk.T, x[roff[k] : roff[k + 1]]), rtol=1e-10
         )
+
+
+def test_schur_matches_dense_block_elimination():
+    # term 1: 4 levels, q1 = 2; the rest: a q = 1 term with 3 levels and a q = 2 term with 2
+    rng = np.random.default_rng(5)
+    l1, q1, p1 = 4, 2, 2
+    T1 = np.array([[1.2, 0.0], [0.3, 0.7]])
+    Tu = [np.array([[0.8]]), np.array([[0.9, 0.0], [-0.2, 0.5]])]
+    rest_q = [1, 2]  # the rest: a q = 1 term with 3 levels, a q = 2 term with 2
+    roff = np.array([0, 3])  # first row of each rest term in the dense block
+    m = 3 + 4
+    L11 = np.zeros((l1, q1, q1))
+    for j in range(l1):
+        G = rng.normal(size=(q1 + 2, q1))
+        L11[j] = np.linalg.cholesky(G.T @ G + np.eye(q1))
+    c1 = rng.normal(size=(l1, q1, p1))
+    entries = [(0, 0, 1), (0, 1, 0), (1, 0, 0), (1, 1, 1), (2, 0, 2), (3, 1, 1), (3, 0, 1)]
+    entries.sort(key=lambda e: e[0])  # (level j of term 1, rest term u, its level k)
+    Os = [rng.normal(size=(q1, rest_q[u])) for _, u, _ in entries]
+    ooff = np.concatenate([[0], np.cumsum([o.size for o in Os])[:-1]]).astype(np.int64)
+    Tflat = np.concatenate([t.ravel() for t in Tu])
+    toffs = [0, 1]
+    row = np.array([roff[u] + k * rest_q[u] for _, u, k in entries], dtype=np.int64)
+    qe = np.array([rest_q[u] for _, u, _ in entries], dtype=np.int64)
+    toff = np.array([toffs[u] for _, u, _ in entries], dtype=np.int64)
+    ptr = np.zeros(l1 + 1, dtype=np.int64)
+    np.cumsum(np.bincount([e[0] for e in entries], minlength=l1), out=ptr[1:])
+    S0 = rng.normal(size=(m, m))
+    S0 = S0 @ S0.T + m * np.eye(m)
+    rhs0 = rng.normal(size=(m, p1))
+    W = np.zeros(sum(o.size for o in Os))
+    S, rhs = S0.copy(), rhs0.copy()
+    _schur.schur(ptr, row, qe, toff, ooff, np.concatenate([o.ravel() for o in Os]), Tflat, T1,
+                 L11, c1, W, S, rhs)  # fmt: skip
+    # dense oracle: L21 = (Lambda_2' Z_2'Z_1 Lambda_1) L11^{-T}, column blocks by level
+    L21 = np.zeros((m, l1 * q1))
+    for (j, u, k), O in zip(entries, Os):
+        r = roff[u] + k * rest_q[u]
+        blk = Tu[u].T @ O.T @ T1 @ np.linalg.inv(L11[j]).T
+        L21[r : r + rest_q[u], j * q1 : (j + 1) * q1] += blk
+    np.testing.assert_allclose(np.tril(S), np.tril(S0 - L21 @ L21.T), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(rhs, rhs0 - L21 @ c1.reshape(-1, p1), rtol=1e-10, atol=1e-10)

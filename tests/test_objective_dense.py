@@ -48,6 +48,9 @@ CASES = [
     ("y ~ x + (1 | a/b/c)", True),
     ("y ~ x + (x || a/b)", False),
     ("y ~ x + (1 | g:h)", False),
+    ("y ~ x + (1 | g) + (1 | h) + (1 | c)", True),
+    ("y ~ x + (x | g) + (x | h)", False),
+    ("y ~ x + (1 | h) + (x || g)", False),
     ("y ~ x + (1 | g)", True),
     ("y ~ x + (x | g) + (1 | h)", True),
 ]
@@ -96,13 +99,14 @@ def test_evaluation_reads_no_rows():
 
 @pytest.mark.parametrize("formula", ["y ~ x + (1 | a/b)", "y ~ x + (x | a/b)", "y ~ (1 | a/b/c)"])
 def test_nested_factorization_agrees_with_cholmod(formula, monkeypatch):
-    from lmmfast import _blocked
+    from lmmfast import _blocked, _crossed
 
     df = _data(11)
     frame = build_frame(parse_formula(formula), df)
     cp = cross_products(frame.terms, frame.X, frame.y, None)
     nested = ProfiledDeviance(cp, frame.terms, frame.n, True, 0.0)
-    monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)  # clusters too large: CHOLMOD
+    monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)  # clusters and the dense rest too large:
+    monkeypatch.setattr(_crossed, "MAX_DENSE", 0)  # CHOLMOD
     sparse = ProfiledDeviance(cp, frame.terms, frame.n, True, 0.0)
     assert (nested.factorization, sparse.factorization) == ("nested", "cholmod")
     lower = np.concatenate([t.theta_lower() for t in frame.terms])
@@ -111,4 +115,26 @@ def test_nested_factorization_agrees_with_cholmod(formula, monkeypatch):
     beta = nested.decompose(theta).beta
     np.testing.assert_allclose(beta, sparse.decompose(theta).beta, rtol=1e-10)
     for a, b in zip(nested.factor.spherical_modes(beta), sparse.factor.spherical_modes(beta)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    ["y ~ x + (1 | g) + (1 | h)", "y ~ x + (x | g) + (x | h)", "y ~ (1 | g) + (1 | h) + (1 | c)"],
+)
+def test_crossed_factorization_agrees_with_cholmod(formula, monkeypatch):
+    from lmmfast import _crossed
+
+    df = _data(13)
+    frame = build_frame(parse_formula(formula), df)
+    cp = cross_products(frame.terms, frame.X, frame.y, None)
+    crossed = ProfiledDeviance(cp, frame.terms, frame.n, False, 0.0)
+    monkeypatch.setattr(_crossed, "MAX_DENSE", 0)
+    sparse = ProfiledDeviance(cp, frame.terms, frame.n, False, 0.0)
+    assert (crossed.factorization, sparse.factorization) == ("crossed", "cholmod")
+    lower = np.concatenate([t.theta_lower() for t in frame.terms])
+    theta = np.where(lower == 0, 0.8, -0.3)
+    assert crossed(theta) == pytest.approx(sparse(theta), rel=1e-12)
+    beta = crossed.decompose(theta).beta
+    for a, b in zip(crossed.factor.spherical_modes(beta), sparse.factor.spherical_modes(beta)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -1,0 +1,137 @@
+"""Crossed random effects: MixedModels.jl's blocked Cholesky factor (Bates, Alday and
+Kokandakar 2025, arXiv:2505.11674), with the rest of the factor dense.
+
+The term whose factor has the most levels comes first (lme4's order); its diagonal
+blocks are factored per level, exactly as for a single grouping factor.  Its coupling
+with the other terms is kept as a list of small blocks (one per pair of levels that
+occur together), and the Schur complement of the first term in the others is a dense
+m x m matrix (m = effects of the other terms: 1,142 for InstEval) factored by LAPACK.
+CHOLMOD on the same matrix spends most of its time on thousands of tiny supernodes
+(one per level of the large factor), so this is several times faster for crossed designs
+whose smaller factors have up to a few thousand levels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import cholesky, solve_triangular
+
+from . import _blockdiag, _schur
+from ._crossprod import CrossProducts
+from ._errors import DataError
+from ._terms import ReTerm
+
+MAX_DENSE = 4000  # above this many effects in the other terms, CHOLMOD's sparsity wins
+
+
+class CrossedFactor:
+    """L = [L11 0; L21 L22]: L11 per level of term 1, L21 sparse blocks, L22 dense."""
+
+    kind = "crossed"
+
+    def __init__(self, cp: CrossProducts, terms: list[ReTerm]):
+        self.terms = terms
+        t1 = terms[0]
+        sizes = [t.nlevels * t.q for t in terms[1:]]
+        self.off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # rows of the rest
+        self.m = int(self.off[-1])
+        self.D1 = np.ascontiguousarray(cp.D[0])
+        self.ZXY1 = np.ascontiguousarray(cp.ZXY[0])
+        self.ZXY2 = [np.ascontiguousarray(z) for z in cp.ZXY[1:]]
+        Tsz = [t.q * t.q for t in terms]
+        self.Toff = np.concatenate([[0], np.cumsum(Tsz)[:-1]]).astype(np.int64)
+        # coupling blocks of term 1 with every later term, listed level by level of term 1
+        js, rows, qes, toffs, blocks = [], [], [], [], []
+        # rest blocks (A22): flat indices into the dense m x m matrix, lower triangle
+        self._a22_src, self._a22_idx = [], []
+        for k, t in enumerate(terms[1:], start=1):
+            j, a, b = np.indices((t.nlevels, t.q, t.q)).reshape(3, -1)
+            r = self.off[k - 1] + j * t.q
+            keep = a >= b
+            self._a22_idx.append(((r + a) * self.m + r + b)[keep])
+            self._a22_src.append(("D", k, np.flatnonzero(keep)))
+        for pr in cp.pairs:
+            qt, qu = terms[pr.t].q, terms[pr.u].q
+            if pr.t == 0:
+                js.append(pr.levels[:, 0])
+                rows.append(self.off[pr.u - 1] + pr.levels[:, 1] * qu)
+                qes.append(np.full(len(pr.levels), qu))
+                toffs.append(np.full(len(pr.levels), self.Toff[pr.u]))
+                blocks.append(pr.O.reshape(len(pr.levels), -1))
+            else:  # a block of A22 below the diagonal: rows of u, columns of t
+                m_, a, b = np.indices((len(pr.levels), qt, qu)).reshape(3, -1)
+                r = self.off[pr.u - 1] + pr.levels[m_, 1] * qu + b
+                c = self.off[pr.t - 1] + pr.levels[m_, 0] * qt + a
+                self._a22_idx.append(r * self.m + c)
+                self._a22_src.append(("O", cp.pairs.index(pr), None))
+        self.pairs = cp.pairs
+        self.D = cp.D
+        j = np.concatenate(js) if js else np.zeros(0, np.int64)
+        order = np.lexsort((np.concatenate(rows), j))  # by level of term 1, then by row
+        sizes_e = np.concatenate([b.shape[1] * np.ones(len(b), np.int64) for b in blocks])
+        flat = np.concatenate([b.ravel() for b in blocks]) if blocks else np.zeros(0)
+        start = np.concatenate([[0], np.cumsum(sizes_e)[:-1]]).astype(np.int64)
+        self.j = j[order].astype(np.int64)
+        self.row = np.concatenate(rows)[order].astype(np.int64)
+        self.qe = np.concatenate(qes)[order].astype(np.int64)
+        self.toff = np.concatenate(toffs)[order].astype(np.int64)
+        self.ooff = start[order]
+        self.O = flat
+        self.ptr = np.zeros(t1.nlevels + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.j, minlength=t1.nlevels), out=self.ptr[1:])
+        self.W = np.zeros_like(flat)
+        p1 = cp.XtXy.shape[0]
+        self.L11 = np.zeros((t1.nlevels, t1.q, t1.q))
+        self.c1 = np.zeros((t1.nlevels, t1.q, p1))
+        self._C1 = np.zeros((p1, p1))
+        self.a22_idx = np.concatenate(self._a22_idx)
+        self.diag_idx = np.arange(self.m) * (self.m + 1)
+
+    def _a22_values(self, Ts: list[np.ndarray]) -> np.ndarray:
+        vals = []
+        for kind, k, sel in self._a22_src:
+            if kind == "D":
+                T = Ts[k]
+                vals.append((T.T @ self.D[k] @ T).ravel()[sel])
+            else:
+                pr = self.pairs[k]
+                vals.append((Ts[pr.t].T @ pr.O @ Ts[pr.u]).ravel())
+        return np.concatenate(vals)
+
+    def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        T1 = np.ascontiguousarray(Ts[0])
+        ld1 = _blockdiag.update(T1, self.D1, self.ZXY1, self.L11, self.c1, self._C1)
+        S = np.zeros((self.m, self.m))
+        S.flat[self.a22_idx] = self._a22_values(Ts)
+        S.flat[self.diag_idx] += 1.0
+        rhs = np.vstack([(T.T @ Z).reshape(-1, Z.shape[2]) for T, Z in zip(Ts[1:], self.ZXY2)])
+        Tflat = np.concatenate([np.ascontiguousarray(T).ravel() for T in Ts])
+        _schur.schur(
+            self.ptr, self.row, self.qe, self.toff, self.ooff, self.O, Tflat, T1,
+            self.L11, self.c1, self.W, S, rhs,
+        )  # fmt: skip
+        try:
+            self.L22 = cholesky(S, lower=True, overwrite_a=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            raise DataError("the random-effects system is not positive definite") from None
+        self.c2 = solve_triangular(self.L22, rhs, lower=True, check_finite=False)
+        ldL2 = ld1 + 2.0 * np.sum(np.log(np.diag(self.L22)))
+        C1 = np.tril(self._C1) + np.tril(self._C1, -1).T
+        return ldL2, C1 + self.c2.T @ self.c2
+
+    def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
+        rhs2 = self.c2[:, -1] - self.c2[:, :-1] @ beta
+        u2 = solve_triangular(self.L22, rhs2, lower=True, trans="T", check_finite=False)
+        q1 = self.terms[0].q
+        r1 = self.c1[:, :, -1] - self.c1[:, :, :-1] @ beta
+        for qu in np.unique(self.qe):  # r1_j -= sum_e W_e' u2[e]
+            sel = np.flatnonzero(self.qe == qu)
+            Wm = self.W[self.ooff[sel, None] + np.arange(qu * q1)].reshape(len(sel), qu, q1)
+            useg = u2[self.row[sel, None] + np.arange(qu)]
+            np.subtract.at(r1, self.j[sel], np.einsum("eab,ea->eb", Wm, useg))
+        Lt = np.triu(self.L11.transpose(0, 2, 1))
+        u1 = np.linalg.solve(Lt, r1[:, :, None])[:, :, 0]
+        return [u1] + [
+            u2[self.off[k] : self.off[k + 1]].reshape(t.nlevels, t.q)
+            for k, t in enumerate(self.terms[1:])
+        ]

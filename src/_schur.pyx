@@ -1,0 +1,116 @@
+"""The Schur complement of the first term's blocks, for crossed random effects.
+
+Order the effects as [1 | rest]: term 1 (the factor with the most levels) first, every
+other term after it.  With A = Lambda'Z'WZ Lambda + I partitioned the same way,
+
+    L11 = blockdiag_j chol(T1' D_j T1 + I)                  (per level, _blockdiag)
+    L21 = A21 L11^{-T},  block (e, j):  W_e = T_u' O_e' T1 L11_j^{-T}
+    S   = A22 - L21 L21' = A22 - sum_j sum_{e, f at j} W_e W_f'
+    rhs = Lambda_2' Z_2'W[X y] - L21 c1                     (c1 = L11^{-1} T1' Z_1'W[X y])
+
+where e runs over the coupling blocks O_e = Z_1j' W Z_uk of level j of term 1 with level k
+of a later term u (q1 x q_u, row-major), listed level by level (ptr).  The rest's rows
+of block e start at row[e]; its T_u starts at Tflat[toff[e]] (q_u x q_u row-major).
+S (dense, lower half) is then factored by LAPACK.
+"""
+
+from libc.stdint cimport int64_t
+
+
+def schur(
+    const int64_t[::1] ptr,
+    const int64_t[::1] row,
+    const int64_t[::1] qe,
+    const int64_t[::1] toff,
+    const int64_t[::1] ooff,
+    const double[::1] O,
+    const double[::1] Tflat,
+    const double[:, ::1] T1,
+    const double[:, :, ::1] L11,
+    const double[:, :, ::1] c1,
+    double[::1] W,
+    double[:, ::1] S,
+    double[:, ::1] rhs,
+):
+    """W_e := T_u' O_e' T1 L11_j^{-T} (stored at W[ooff[e]], q_u x q1 row-major);
+    S -= L21 L21' (lower half); rhs -= L21 c1."""
+    cdef Py_ssize_t nlev = L11.shape[0], q1 = L11.shape[1], p1 = c1.shape[2]
+    if q1 == 1 and all_scalar(qe):
+        scalar_schur(ptr, row, toff, ooff, O, Tflat, T1[0, 0], L11, c1, W, S, rhs)
+        return
+    cdef Py_ssize_t j, e, f, a, b, c, d, qu, qf, w0, wf
+    cdef double acc
+    with nogil:
+        for j in range(nlev):
+            for e in range(ptr[j], ptr[j + 1]):
+                qu = qe[e]
+                w0 = ooff[e]
+                for a in range(qu):
+                    for b in range(q1):
+                        # (T_u' O_e' T1)[a, b]
+                        #   = sum_{d >= a} T_u[d, a] sum_{c >= b} O_e[c, d] T1[c, b]
+                        acc = 0.0
+                        for d in range(a, qu):
+                            for c in range(b, q1):
+                                acc = acc + (Tflat[toff[e] + d * qu + a]
+                                             * O[w0 + c * qu + d] * T1[c, b])
+                        W[w0 + a * q1 + b] = acc
+                    # row a of W_e := row a of W_e L11_j^{-T}, i.e. solve L11_j x = W_e[a, :]'
+                    for b in range(q1):
+                        acc = W[w0 + a * q1 + b]
+                        for c in range(b):
+                            acc = acc - L11[j, b, c] * W[w0 + a * q1 + c]
+                        W[w0 + a * q1 + b] = acc / L11[j, b, b]
+                    for c in range(p1):
+                        acc = 0.0
+                        for b in range(q1):
+                            acc = acc + W[w0 + a * q1 + b] * c1[j, b, c]
+                        rhs[row[e] + a, c] = rhs[row[e] + a, c] - acc
+            # S -= sum over pairs of blocks of level j (lower half of S only)
+            for e in range(ptr[j], ptr[j + 1]):
+                w0 = ooff[e]
+                for f in range(ptr[j], ptr[j + 1]):
+                    if row[f] > row[e]:
+                        continue
+                    qf = qe[f]
+                    wf = ooff[f]
+                    for a in range(qe[e]):
+                        for b in range(qf):
+                            if row[f] + b > row[e] + a:
+                                continue
+                            acc = 0.0
+                            for c in range(q1):
+                                acc = acc + W[w0 + a * q1 + c] * W[wf + b * q1 + c]
+                            S[row[e] + a, row[f] + b] = S[row[e] + a, row[f] + b] - acc
+
+
+cdef bint all_scalar(const int64_t[::1] qe):
+    cdef Py_ssize_t e
+    for e in range(qe.shape[0]):
+        if qe[e] != 1:
+            return False
+    return True
+
+
+cdef void scalar_schur(
+    const int64_t[::1] ptr, const int64_t[::1] row, const int64_t[::1] toff,
+    const int64_t[::1] ooff, const double[::1] O, const double[::1] Tflat, double t1,
+    const double[:, :, ::1] L11, const double[:, :, ::1] c1, double[::1] W, double[:, ::1] S,
+    double[:, ::1] rhs,
+):
+    """Every term a scalar random effect (intercepts): W_e = theta_u O_e theta_1 / L11_j.
+    Entries of a level are sorted by row, so S is updated row by row."""
+    cdef Py_ssize_t nlev = L11.shape[0], p1 = c1.shape[2]
+    cdef Py_ssize_t j, e, f, c, re
+    cdef double we, scale
+    with nogil:
+        for j in range(nlev):
+            scale = t1 / L11[j, 0, 0]
+            for e in range(ptr[j], ptr[j + 1]):
+                we = Tflat[toff[e]] * O[ooff[e]] * scale
+                W[ooff[e]] = we
+                re = row[e]
+                for c in range(p1):
+                    rhs[re, c] = rhs[re, c] - we * c1[j, 0, c]
+                for f in range(ptr[j], e + 1):  # row[f] <= row[e]
+                    S[re, row[f]] = S[re, row[f]] - we * W[ooff[f]]
