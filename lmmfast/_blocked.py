@@ -56,6 +56,22 @@ class BlockedFactor:
         C = np.tril(self._C) + np.tril(self._C, -1).T
         return ldL2, C
 
+    def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
+        """d objective / d theta at the last update (see src/_blockdiag.pyx, gradient)."""
+        T = np.ascontiguousarray(block_diag(*Ts))
+        Q, p = T.shape[0], len(beta)
+        F = np.empty((Q, Q))
+        work = np.zeros((3 + p, Q))
+        _blockdiag.gradient(
+            T, self.B, self.ZXY, self.L, self.cu, np.ascontiguousarray(beta, dtype=float),
+            np.ascontiguousarray(P), scale, reml, F, work,
+        )  # fmt: skip
+        out = []
+        for k, t in enumerate(self.terms):  # theta at T_t[a, b] (a >= b), column-major
+            o = int(self.qoff[k])
+            out += [F[o + b, o + a] for b in range(t.q) for a in range(b, t.q)]
+        return np.array(out)
+
     def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
         """u = L^{-T}(c_y - R_ZX beta) for the last update, per term as (l, q)."""
         rhs = self.cu[:, :, -1] - self.cu[:, :, :-1] @ beta

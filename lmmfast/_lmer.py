@@ -11,7 +11,7 @@ from ._crossprod import cross_products
 from ._errors import ConvergenceWarning, DataError
 from ._formula import parse_formula
 from ._frame import ModelFrame, build_frame
-from ._optimize import bobyqa
+from ._optimize import bobyqa, lbfgs
 from ._pls import ProfiledDeviance
 from ._rank import independent_columns
 from ._result import LmerFit, TermInfo
@@ -21,7 +21,12 @@ class RankDeficiencyWarning(UserWarning):
     """Fixed-effects columns were dropped because X is rank deficient."""
 
 
-def lmer(formula: str, data, REML: bool = True, weights=None, offset=None) -> LmerFit:
+OPTIMIZERS = ("auto", "lbfgs", "bobyqa")
+
+
+def lmer(
+    formula: str, data, REML: bool = True, weights=None, offset=None, optimizer: str = "auto"
+) -> LmerFit:
     """Fit a linear mixed model, as lme4's ``lmer``.
 
     Parameters
@@ -38,11 +43,16 @@ def lmer(formula: str, data, REML: bool = True, weights=None, offset=None) -> Lm
         Restricted maximum likelihood (default, as lme4) or maximum likelihood.
     weights, offset : column name or array of length len(data), optional
         Prior weights (residual variance sigma^2 / w_i) and a known offset, as lme4.
+    optimizer : {"auto", "lbfgs", "bobyqa"}
+        "auto" (default) uses L-BFGS-B with the analytic gradient where it is available (one
+        grouping factor) and BOBYQA (lme4's default) otherwise or if L-BFGS-B fails.
 
     Returns
     -------
     LmerFit
     """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
     data_name = _caller_name(data)
     parsed = parse_formula(formula)
     frame = build_frame(parsed, data, weights, offset)
@@ -66,7 +76,11 @@ def lmer(formula: str, data, REML: bool = True, weights=None, offset=None) -> Lm
     dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW)
     theta0 = np.concatenate([t.theta_init() for t in frame.terms])
     lower = np.concatenate([t.theta_lower() for t in frame.terms])
-    opt = bobyqa(dev, theta0, lower)
+    opt = None
+    if optimizer in ("auto", "lbfgs") and dev.has_gradient:
+        opt = lbfgs(dev.value_and_gradient, theta0, lower)
+    if opt is None or (optimizer == "auto" and not opt.converged):
+        opt = bobyqa(dev, theta0 if opt is None else opt.theta, lower)
     if not opt.converged:
         warnings.warn(
             f"the optimizer did not converge ({opt.message}) after {opt.feval} evaluations; the "

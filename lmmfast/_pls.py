@@ -85,6 +85,23 @@ class ProfiledDeviance:
         self.nevals += 1
         return self.objective(self.decompose(theta))
 
+    @property
+    def has_gradient(self) -> bool:
+        return hasattr(self.factor, "gradient")
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """phi(theta) and its gradient (Bates & DebRoy 2004: the log-determinant, pwrss by
+        the envelope theorem, and for REML log|X'V^{-1}X|), from the cross-products only."""
+        self.nevals += 1
+        dec = self.decompose(theta)
+        nmp = self.n - self.p if self.reml else self.n
+        RX = dec.RX
+        P = np.linalg.inv(RX.T @ RX) if len(RX) else np.zeros((0, 0))
+        grad = self.factor.gradient(
+            self.Ts(np.asarray(theta, dtype=np.float64)), dec.beta, P, nmp / dec.pwrss, self.reml
+        )
+        return self.objective(dec), grad
+
     def objective(self, dec: Decomposition) -> float:
         if self.reml:
             nmp = self.n - self.p

@@ -152,7 +152,8 @@ class LmerSummary:
         if fit.is_singular or not fit.optsummary.converged:
             code = 0 if fit.optsummary.converged else 1
             status = "OK" if fit.optsummary.converged else fit.optsummary.message
-            lines.append(f"optimizer (bobyqa) convergence code: {code} ({status})")
+            name = {"LN_BOBYQA": "bobyqa"}.get(fit.optsummary.optimizer, fit.optsummary.optimizer)
+            lines.append(f"optimizer ({name}) convergence code: {code} ({status})")
         if fit.is_singular:
             lines.append("boundary (singular) fit: see help('isSingular')")
         return "\n".join(lines) + "\n\n" if lines else ""  # lme4 ends the block with a blank line

@@ -242,3 +242,124 @@ def solve_upper_var(const double[::1] L, const int64_t[::1] roff, const int64_t[
                 for j in range(i + 1, s):
                     acc = acc - L[b0 + j * s + i] * x[r0 + j]
                 x[r0 + i] = acc / L[b0 + i * s + i]
+
+
+def gradient(
+    const double[:, ::1] T,
+    const double[:, :, ::1] B,
+    const double[:, :, ::1] ZXY,
+    const double[:, :, ::1] L,
+    const double[:, :, ::1] cu,
+    const double[::1] beta,
+    const double[:, ::1] P,
+    double scale,
+    bint reml,
+    double[:, ::1] F,
+    double[:, ::1] work,
+):
+    """F := sum_j 2 M_j^{-1} T'B_j - 2 scale u_j s_j' - 2 [reml] T'H_j P H_j' (Q x Q).
+
+    Call after update() at the same theta.
+
+    The gradient of the profiled objective is F[b, a] for the theta at T[a, b].  Per level:
+    u_j = L_j'^{-1}(c_yj - c_Xj beta), s_j = Z_j'W(y - X beta) - B_j T u_j,
+    H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj;  scale = (n or n - p) / pwrss, P = (R_X'R_X)^{-1}.
+    work: at least (3 + p) x Q (any p >= 0) scratch.
+    """
+    cdef Py_ssize_t nlev = B.shape[0], Q = B.shape[1], p = ZXY.shape[2] - 1
+    cdef Py_ssize_t j, a, b, c, d
+    cdef double acc
+    for a in range(Q):
+        for b in range(Q):
+            F[a, b] = 0.0
+    with nogil:
+        for j in range(nlev):
+            # work[0] := u_j = L_j'^{-1} (c_y - c_X beta)   (back substitution)
+            for a in range(Q - 1, -1, -1):
+                acc = cu[j, a, p]
+                for c in range(p):
+                    acc = acc - cu[j, a, c] * beta[c]
+                for b in range(a + 1, Q):
+                    acc = acc - L[j, b, a] * work[0, b]
+                work[0, a] = acc / L[j, a, a]
+            # work[1] := T u_j;  work[2] := s_j = ZXy - ZX beta - B_j T u_j
+            for a in range(Q):
+                acc = 0.0
+                for b in range(a + 1):
+                    acc = acc + T[a, b] * work[0, b]
+                work[1, a] = acc
+            for a in range(Q):
+                acc = ZXY[j, a, p]
+                for c in range(p):
+                    acc = acc - ZXY[j, a, c] * beta[c]
+                for b in range(Q):
+                    acc = acc - B[j, a, b] * work[1, b]
+                work[2, a] = acc
+            # F -= 2 scale u s'
+            for a in range(Q):
+                for b in range(Q):
+                    F[a, b] = F[a, b] - 2.0 * scale * work[0, a] * work[2, b]
+            # F += 2 M_j^{-1} T' B_j, column by column: x = L'^{-1} L^{-1} (T' B_j[:, b])
+            for b in range(Q):
+                for a in range(Q):
+                    acc = 0.0
+                    for c in range(a, Q):
+                        acc = acc + T[c, a] * B[j, c, b]
+                    work[1, a] = acc
+                _cholsolve(L, j, Q, work, 1)
+                for a in range(Q):
+                    F[a, b] = F[a, b] + 2.0 * work[1, a]
+            if reml and p > 0:
+                # H_j (Q x p) in work[3 .. 3+p) by columns:
+                #   H[:, c] = ZX[:, c] - B T L'^{-1} cX[:, c]
+                for c in range(p):
+                    for a in range(Q - 1, -1, -1):
+                        acc = cu[j, a, c]
+                        for b in range(a + 1, Q):
+                            acc = acc - L[j, b, a] * work[1, b]
+                        work[1, a] = acc / L[j, a, a]
+                    for a in range(Q):
+                        acc = 0.0
+                        for b in range(a + 1):
+                            acc = acc + T[a, b] * work[1, b]
+                        work[2, a] = acc
+                    for a in range(Q):
+                        acc = ZXY[j, a, c]
+                        for b in range(Q):
+                            acc = acc - B[j, a, b] * work[2, b]
+                        work[3 + c, a] = acc
+                # F -= 2 T' H P H'
+                for a in range(Q):
+                    for b in range(Q):
+                        acc = 0.0
+                        for c in range(p):
+                            for d in range(p):
+                                acc = acc + _TtH(T, work, a, c, Q) * P[c, d] * work[3 + d, b]
+                        F[a, b] = F[a, b] - 2.0 * acc
+
+
+cdef inline double _TtH(const double[:, ::1] T, double[:, ::1] work, Py_ssize_t a,
+                        Py_ssize_t c, Py_ssize_t Q) noexcept nogil:
+    """(T' H)[a, c] with H's column c in work[3 + c]."""
+    cdef double acc = 0.0
+    cdef Py_ssize_t d
+    for d in range(a, Q):
+        acc = acc + T[d, a] * work[3 + c, d]
+    return acc
+
+
+cdef inline void _cholsolve(const double[:, :, ::1] L, Py_ssize_t j, Py_ssize_t Q,
+                            double[:, ::1] work, Py_ssize_t r) noexcept nogil:
+    """work[r] := L_j'^{-1} L_j^{-1} work[r]."""
+    cdef Py_ssize_t a, b
+    cdef double acc
+    for a in range(Q):
+        acc = work[r, a]
+        for b in range(a):
+            acc = acc - L[j, a, b] * work[r, b]
+        work[r, a] = acc / L[j, a, a]
+    for a in range(Q - 1, -1, -1):
+        acc = work[r, a]
+        for b in range(a + 1, Q):
+            acc = acc - L[j, b, a] * work[r, b]
+        work[r, a] = acc / L[j, a, a]
