@@ -12,7 +12,8 @@ extensions = [
         [str(pyx)],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O3"],
+        extra_compile_args=["-O3", "-fopenmp"],
+        extra_link_args=["-fopenmp"],
     )
     for pyx in sorted(Path("src").glob("*.pyx"))
 ]

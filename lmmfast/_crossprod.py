@@ -6,6 +6,7 @@ evaluation of the objective afterwards reads these blocks only.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,63 +41,120 @@ class CrossProducts:
         )
 
 
-def cross_products(
-    terms: list[ReTerm], X: np.ndarray, y: np.ndarray, w: np.ndarray | None
-) -> CrossProducts:
-    """One pass over the rows: D, the term pairs, ZXY and XtXy."""
-    n, p = X.shape
-    K = len(terms)
-    wide = any(t.codes.dtype == np.int64 for t in terms)
-    itype = np.int64 if wide else np.int32
-    codes = np.empty((n, K), dtype=itype)
-    for k, t in enumerate(terms):
-        codes[:, k] = t.codes
-    pair_terms, pair_idx, pair_levels = [], [], []
-    for t in range(K):
-        for u in range(t + 1, K):
-            idx, levels = _level_pairs(terms[t], terms[u])
-            pair_terms.append((t, u))
-            pair_idx.append(idx)
-            pair_levels.append(levels)
-    P = np.empty((n, len(pair_idx)), dtype=itype)
-    for r, idx in enumerate(pair_idx):
-        P[:, r] = idx
-    qs = np.array([t.q for t in terms], dtype=np.int64)
-    zoff = np.concatenate([[0], np.cumsum(qs)[:-1]]).astype(np.int64)
-    Z = np.ascontiguousarray(np.hstack([t.Zt for t in terms]))
-    XY = np.empty((n, p + 1))
-    XY[:, :p] = X
-    XY[:, p] = y
-    ww = np.ones(n) if w is None else np.ascontiguousarray(w, dtype=np.float64)
-    p1 = p + 1
-    dsz = [t.nlevels * t.q * t.q for t in terms]
-    osz = [len(lv) * qs[t] * qs[u] for (t, u), lv in zip(pair_terms, pair_levels)]
-    xsz = [t.nlevels * t.q * p1 for t in terms]
-    D, O, ZXY = np.zeros(sum(dsz)), np.zeros(int(sum(osz))), np.zeros(sum(xsz))
-    XtXy = np.zeros((p1, p1))
-    _assemble.assemble(
-        codes,
-        P,
-        np.array(pair_terms, dtype=np.int64).reshape(-1, 2),
-        zoff,
-        qs,
-        Z,
-        XY,
-        ww,
-        D,
-        _offsets(dsz),
-        O,
-        _offsets(osz),
-        ZXY,
-        _offsets(xsz),
-        XtXy,
-    )
-    XtXy = np.tril(XtXy) + np.tril(XtXy, -1).T
-    Ds = _split(D, dsz, [(t.nlevels, t.q, t.q) for t in terms])
-    Os = _split(O, osz, [(len(lv), qs[t], qs[u]) for (t, u), lv in zip(pair_terms, pair_levels)])
-    Xs = _split(ZXY, xsz, [(t.nlevels, t.q, p1) for t in terms])
-    pairs = [TermPair(t, u, lv, o) for (t, u), lv, o in zip(pair_terms, pair_levels, Os)]
-    return CrossProducts(Ds, pairs, Xs, XtXy)
+PARALLEL_ROWS = 200_000  # below this, one thread: the split costs more than it saves
+
+
+class RowData:
+    """What the passes over the rows read: level codes, level-pair numbers and the columns
+    (the caller's own arrays where possible), planned once per fit."""
+
+    def __init__(self, terms: list[ReTerm], Xcols, xnames, y: np.ndarray):
+        self.terms, self.n = terms, len(y)
+        K = len(terms)
+        itype = np.int64 if any(t.codes.dtype == np.int64 for t in terms) else np.int32
+        self.codes = _stack([t.codes for t in terms], self.n, itype)
+        self.pair_terms, idx, self.pair_levels = [], [], []
+        for t in range(K):
+            for u in range(t + 1, K):
+                i, levels = _level_pairs(terms[t], terms[u])
+                self.pair_terms.append((t, u))
+                idx.append(i)
+                self.pair_levels.append(levels)
+        self.pair_idx = _stack(idx, self.n, itype)
+        self.qs = np.array([t.q for t in terms], dtype=np.int64)
+        self.zoff = np.concatenate([[0], np.cumsum(self.qs)[:-1]]).astype(np.int64)
+        cols = _Columns(self.n)
+        self.xcol = np.array([cols.index(x, nm) for x, nm in zip(Xcols, xnames)], dtype=np.int64)
+        self.ycol = cols.index(y, None)
+        self.zcol = np.array(
+            [cols.index(z, nm) for t in terms for z, nm in zip(t.Zcols, t.cnames)], dtype=np.int64
+        )
+        self.cols = cols.arrays
+        self.threads = min(2 if self.n >= PARALLEL_ROWS else 1, os.cpu_count() or 1)
+
+    def cross_products(self, w: np.ndarray | None) -> CrossProducts:
+        """One pass over the rows: D, the term pairs, ZXY and XtXy."""
+        terms, qs = self.terms, self.qs
+        p1 = len(self.xcol) + 1
+        rec = [t.q * t.q + t.q * p1 for t in terms]  # per level: [Z_j'WZ_j | Z_j'W[X y]]
+        rsz = [t.nlevels * r for t, r in zip(terms, rec)]
+        osz = [len(lv) * qs[t] * qs[u] for (t, u), lv in zip(self.pair_terms, self.pair_levels)]
+        R, O = (np.zeros((self.threads, int(sum(s)))) for s in (rsz, osz))
+        XtXy = np.zeros((self.threads, p1, p1))
+        _assemble.assemble(
+            self.codes, self.pair_idx, np.array(self.pair_terms, dtype=np.int64).reshape(-1, 2),
+            self.zoff, qs, self.cols, self.zcol, np.append(self.xcol, self.ycol),
+            np.ones(1) if w is None else np.ascontiguousarray(w, dtype=np.float64),
+            R, _offsets(rsz), O, _offsets(osz), XtXy, w is not None, self.threads,
+        )  # fmt: skip
+        R, O, XtXy = (_sum_chunks(a) for a in (R, O, XtXy))
+        XtXy = np.tril(XtXy) + np.tril(XtXy, -1).T
+        Ds, Xs = [], []
+        shapes = [(t.nlevels, r) for t, r in zip(terms, rec)]
+        for t, block in zip(terms, _split(R, rsz, shapes)):
+            qq = t.q * t.q
+            Ds.append(np.ascontiguousarray(block[:, :qq]).reshape(t.nlevels, t.q, t.q))
+            Xs.append(np.ascontiguousarray(block[:, qq:]).reshape(t.nlevels, t.q, p1))
+        shapes = [(len(lv), qs[t], qs[u]) for (t, u), lv in zip(self.pair_terms, self.pair_levels)]
+        Os = _split(O, osz, shapes)
+        pairs = [
+            TermPair(t, u, lv, o) for (t, u), lv, o in zip(self.pair_terms, self.pair_levels, Os)
+        ]
+        return CrossProducts(Ds, pairs, Xs, XtXy)
+
+    def fitted(self, keep: np.ndarray, beta: np.ndarray, b: list[np.ndarray], offset) -> np.ndarray:
+        """One more pass: X beta + Z b (+ offset), X restricted to the kept columns."""
+        out = np.zeros(self.n) if offset is None else np.array(offset, dtype=np.float64)
+        flat = np.concatenate([bt.ravel() for bt in b])
+        boff = np.concatenate([[0], np.cumsum([bt.size for bt in b])[:-1]]).astype(np.int64)
+        _assemble.fitted(
+            self.codes, self.cols, self.xcol[keep], np.ascontiguousarray(beta, dtype=np.float64),
+            self.zcol, self.zoff, self.qs, flat, boff, out, self.threads,
+        )  # fmt: skip
+        return out
+
+
+def cross_products(terms, X, y, w, xnames=None) -> CrossProducts:
+    """The blocks of [Z X y]'W[Z X y] for a 2-D X (a convenience over RowData)."""
+    X = np.asarray(X)
+    cols = [X[:, j] for j in range(X.shape[1])]
+    return RowData(terms, cols, xnames or [None] * len(cols), y).cross_products(w)
+
+
+class _Columns:
+    """The distinct float64 columns the kernel reads, each once; -1 stands for all ones."""
+
+    def __init__(self, n: int):
+        self.n, self.arrays, self.names = n, [], {}
+
+    def index(self, v: np.ndarray, name) -> int:
+        if name is not None and name in self.names:
+            return self.names[name]
+        if name == "(Intercept)" or (len(v) and v[0] == 1.0 and np.all(v == 1.0)):
+            return -1
+        self.arrays.append(np.ascontiguousarray(v, dtype=np.float64))  # a view when it can be
+        k = len(self.arrays) - 1
+        if name is not None:
+            self.names[name] = k
+        return k
+
+
+def _stack(vectors, n: int, itype) -> np.ndarray:
+    """(n, k) C-contiguous; one vector of the right type is reshaped, not copied."""
+    if len(vectors) == 1 and vectors[0].dtype == itype and vectors[0].flags.c_contiguous:
+        return vectors[0].reshape(n, 1)
+    out = np.empty((n, len(vectors)), dtype=itype)
+    for k, v in enumerate(vectors):
+        out[:, k] = v
+    return out
+
+
+def _sum_chunks(a: np.ndarray) -> np.ndarray:
+    """Sum the per-thread partial results in a fixed order (deterministic)."""
+    out = a[0].copy()
+    for c in range(1, len(a)):
+        out += a[c]
+    return out
 
 
 def _level_pairs(a: ReTerm, b: ReTerm):

@@ -26,18 +26,23 @@ class ModelFrame:
     """Everything the fit needs from the data, for the rows kept."""
 
     y: np.ndarray  # (n,)
-    X: np.ndarray  # (n, p), Fortran order
+    Xcols: list[np.ndarray]  # p columns, each (n,): the caller's own arrays where possible
     xnames: list[str]
     weights: np.ndarray | None  # prior weights (None: all 1)
     offset: np.ndarray | None
     terms: list[ReTerm]  # in lme4's order: decreasing number of levels
     n_dropped: int  # rows dropped for missing values
     row_index: pd.Index  # index labels of the rows kept
-    fixed_spec: object  # formulaic ModelSpec of the fixed part, for new data
+    fixed_spec: object  # formulaic ModelSpec of the fixed part, or the column names if simple
 
     @property
     def n(self) -> int:
         return len(self.y)
+
+    @property
+    def X(self) -> np.ndarray:
+        """The (n, p) fixed-effects matrix as one array (a copy; for small data and tests)."""
+        return np.column_stack([np.broadcast_to(x, x.shape) for x in self.Xcols])
 
 
 def build_frame(parsed: ParsedFormula, data, weights=None, offset=None) -> ModelFrame:
@@ -60,10 +65,7 @@ def build_frame(parsed: ParsedFormula, data, weights=None, offset=None) -> Model
             f"{', '.join(map(repr, used))}; check those columns"
         )
     y = _response(parsed.response, frame)
-    fixed_mm = model_matrix(parsed.fixed, frame, na_action="raise")
-    X = np.asfortranarray(fixed_mm.to_numpy(dtype=np.float64))
-    xnames = [_r_name(c, parsed.formula) for c in fixed_mm.columns]
-    _check_finite(X, xnames)
+    Xcols, xnames, fixed_spec = _model_columns(parsed.fixed, frame, parsed.formula)
     n = len(frame)
     if w_arr is not None:
         w_arr = w_arr[keep]
@@ -92,14 +94,14 @@ def build_frame(parsed: ParsedFormula, data, weights=None, offset=None) -> Model
         )
     return ModelFrame(
         y=y,
-        X=X,
+        Xcols=Xcols,
         xnames=xnames,
         weights=w_arr,
         offset=off if has_offset else None,
         terms=terms,
         n_dropped=n_dropped,
         row_index=frame.index,
-        fixed_spec=fixed_mm.model_spec,
+        fixed_spec=fixed_spec,
     )
 
 
@@ -119,7 +121,7 @@ def _as_frame(data) -> pd.DataFrame:
             raise DataError(f"the data have duplicate column names {dup}; rename them")
         return data
     if isinstance(data, dict):
-        return pd.DataFrame(data)
+        return pd.DataFrame(data, copy=False)  # the arrays themselves, not copies
     raise DataError(
         f"data must be a pandas DataFrame or a dict of columns, not {type(data).__name__}"
     )
@@ -194,7 +196,7 @@ def _response(expr: str, frame: pd.DataFrame) -> np.ndarray:
                 f"response {expr!r} is not numeric (dtype {col.dtype}); convert it with "
                 "pd.to_numeric or choose a numeric column"
             )
-        y = col.to_numpy(dtype=np.float64, copy=True)
+        y = col.to_numpy(dtype=np.float64)  # read-only, never written
     else:
         y = _evaluate(expr, frame)
     if not np.all(np.isfinite(y)):
@@ -210,20 +212,59 @@ def _evaluate(expr: str, frame: pd.DataFrame) -> np.ndarray:
 
 
 def _term(rt, frame: pd.DataFrame, formula: str) -> ReTerm:
-    if rt.expr.strip() == "1":
-        Zt, cnames = np.ones((len(frame), 1)), ["(Intercept)"]
-    else:
-        mm = model_matrix(rt.expr, frame, na_action="raise")
-        Zt = np.ascontiguousarray(mm.to_numpy(dtype=np.float64))
-        cnames = [_r_name(c, formula) for c in mm.columns]
-        _check_finite(Zt, cnames)
+    Zcols, cnames, _ = _model_columns(rt.expr, frame, formula)
     codes, labels, order = encode_groups(frame, rt.factors)
-    return ReTerm(rt.label, cnames, codes, labels, order, Zt)
+    return ReTerm(rt.label, cnames, codes, labels, order, Zcols)
 
 
-def _check_finite(M: np.ndarray, names: list[str]) -> None:
-    bad = ~np.isfinite(M).all(axis=0)
-    if bad.any():
+def _model_columns(expr: str, frame: pd.DataFrame, formula: str):
+    """The model columns of a formula's right-hand side: (columns, names, spec).
+
+    A plain sum of numeric columns (with or without intercept, the common case) is read
+    straight from the data, without copies; anything else goes through formulaic.
+    """
+    n = len(frame)
+    simple = _plain_columns(expr, frame)
+    if simple is not None:
+        intercept, names = simple
+        cols = [frame[c].to_numpy(dtype=np.float64) for c in names]
+        _check_finite(cols, names)
+        if intercept:
+            cols.insert(0, np.broadcast_to(np.float64(1.0), (n,)))  # all ones, not allocated
+        return cols, (["(Intercept)"] if intercept else []) + names, ("columns", intercept, names)
+    mm = model_matrix(expr, frame, na_action="raise")
+    M = np.asfortranarray(mm.to_numpy(dtype=np.float64))  # contiguous columns
+    names = [_r_name(c, formula) for c in mm.columns]
+    cols = [M[:, j] for j in range(M.shape[1])]
+    _check_finite(cols, names)
+    return cols, names, mm.model_spec
+
+
+def _plain_columns(expr: str, frame: pd.DataFrame):
+    """(intercept, column names) if expr is a sum of numeric columns and 0/1; else None."""
+    intercept, names = True, []
+    for piece in (p.strip() for p in expr.split("+")):
+        if piece in ("1",):
+            continue
+        if piece in ("0", "-1"):
+            intercept = False
+            continue
+        if piece not in frame.columns or not _NAME.match(piece):
+            return None
+        dtype = frame[piece].dtype
+        if dtype.kind not in "iuf":  # bool, categorical, string: formulaic's coding
+            return None
+        if piece not in names:
+            names.append(piece)
+    return intercept, names
+
+
+_NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+
+
+def _check_finite(cols: list[np.ndarray], names: list[str]) -> None:
+    bad = [not np.isfinite(c).all() for c in cols]
+    if any(bad):
         cols = [n for n, b in zip(names, bad) if b]
         raise DataError(
             f"infinite values in {', '.join(map(repr, cols))}; remove or recode those rows "

@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from ._crossprod import cross_products
+from ._crossprod import RowData
 from ._errors import ConvergenceWarning, DataError
 from ._formula import parse_formula
 from ._frame import ModelFrame, build_frame
@@ -61,9 +61,10 @@ def lmer(
             f"response {parsed.response!r} is constant (zero variance); there is nothing to model"
         )
     y = frame.y if frame.offset is None else frame.y - frame.offset
-    cp = cross_products(frame.terms, frame.X, y, frame.weights)
+    rows = RowData(frame.terms, frame.Xcols, frame.xnames, y)
+    cp = rows.cross_products(frame.weights)
     keep = independent_columns(cp.XtXy[:-1, :-1])
-    dropped = [frame.xnames[j] for j in range(frame.X.shape[1]) if j not in set(keep)]
+    dropped = [name for j, name in enumerate(frame.xnames) if j not in set(keep)]
     if dropped:
         warnings.warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
@@ -89,31 +90,24 @@ def lmer(
             ConvergenceWarning,
             stacklevel=2,
         )
-    fit = _package(parsed.formula, REML, frame, keep, dev, opt, dropped, data_name)
+    fit = _package(parsed.formula, REML, frame, rows, keep, dev, opt, dropped, data_name)
     fit.weights_name = _arg_name(weights)
     fit.offset_name = _arg_name(offset)
     return fit
 
 
-def _package(formula, reml, frame: ModelFrame, keep, dev: ProfiledDeviance, opt, dropped, name):
+def _package(formula, reml, frame: ModelFrame, rows: RowData, keep, dev, opt, dropped, name):
     """The fitted model at the optimum: beta, sigma, b, and one more pass for fitted values."""
     dec = dev.decompose(opt.theta)
     beta = dec.beta
     sigma = dev.sigma(dec)
     us = dev.factor.spherical_modes(beta)
-    X = frame.X[:, keep]
-    fitted = X @ beta
-    if frame.offset is not None:
-        fitted = fitted + frame.offset
-    infos = []
-    for term, T, u in zip(frame.terms, dev.Ts(opt.theta), us):
-        b = u @ T.T  # b_j = T u_j for each level j
-        fitted += np.einsum("ij,ij->i", term.Zt, b[term.codes])
-        infos.append(
-            TermInfo(
-                term.group, term.cnames, term.levels[term.order], b[term.order], term.theta_lower()
-            )
-        )
+    bs = [u @ T.T for T, u in zip(dev.Ts(opt.theta), us)]  # b_j = T u_j for each level j
+    fitted = rows.fitted(keep, beta, bs, frame.offset)
+    infos = [
+        TermInfo(t.group, t.cnames, t.levels[t.order], b[t.order], t.theta_lower())
+        for t, b in zip(frame.terms, bs)
+    ]
     return LmerFit(
         formula=formula,
         reml=reml,

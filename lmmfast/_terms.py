@@ -29,7 +29,12 @@ class ReTerm:
     codes: np.ndarray  # (n,) level of each row, int32 or int64, in `levels` order
     levels: np.ndarray  # (l,) level labels as strings, in first-appearance order
     order: np.ndarray  # (l,) permutation putting `levels` in R's factor order
-    Zt: np.ndarray = field(repr=False)  # (n, q) model columns
+    Zcols: list[np.ndarray] = field(repr=False)  # q model columns, each (n,)
+
+    @property
+    def Zt(self) -> np.ndarray:
+        """The (n, q) model columns as one array (a copy; for small data and tests)."""
+        return np.column_stack([np.broadcast_to(z, z.shape) for z in self.Zcols])
 
     @property
     def q(self) -> int:
@@ -106,6 +111,10 @@ def _encode_column(col: pd.Series):
             codes = remap[codes]
         cats = col.cat.categories[used]
         return _narrow(codes), np.array([str(c) for c in cats], dtype=object), np.arange(len(cats))
+    if col.dtype.kind in "iu" and len(col):
+        fast = _integer_codes(col.to_numpy())
+        if fast is not None:
+            return fast
     codes, uniques = pd.factorize(col, sort=False)
     uniques = np.asarray(uniques)
     ranks = np.empty(len(uniques), dtype=np.int64)
@@ -114,6 +123,22 @@ def _encode_column(col: pd.Series):
     except TypeError:  # mixed types: order by their text
         ranks[np.argsort(uniques.astype(str), kind="stable")] = np.arange(len(uniques))
     return _narrow(codes), np.array([str(u) for u in uniques], dtype=object), ranks
+
+
+def _integer_codes(v: np.ndarray):
+    """Integer labels 0..K-1 (or a few gaps): the values are the codes, no hashing; levels
+    keep their numeric order, as R's factor() of integers."""
+    lo, hi = int(v.min()), int(v.max())
+    if lo < 0 or hi >= 2 * len(v) + 1024 or hi >= 2**31 - 1:
+        return None
+    used = np.bincount(v, minlength=hi + 1) > 0
+    values = np.flatnonzero(used)
+    if len(values) == hi + 1:
+        codes = v if v.dtype == np.int32 and v.flags.c_contiguous else v.astype(np.int32)
+    else:  # drop the unused values, keeping their order
+        remap = np.cumsum(used, dtype=np.int64) - 1
+        codes = remap[v].astype(np.int32)
+    return codes, np.array([str(x) for x in values], dtype=object), np.arange(len(values))
 
 
 def _narrow(codes: np.ndarray) -> np.ndarray:

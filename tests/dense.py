@@ -9,9 +9,10 @@ def dense_Z(terms):
     for t in terms:
         n = len(t.codes)
         Zt = np.zeros((n, t.nlevels * t.q))
+        cols = t.Zt
         for i in range(n):
             j = t.codes[i]
-            Zt[i, j * t.q : (j + 1) * t.q] = t.Zt[i]
+            Zt[i, j * t.q : (j + 1) * t.q] = cols[i]
         blocks.append(Zt)
     return np.hstack(blocks)
 

@@ -107,3 +107,40 @@ def test_non_convergence_warns_and_the_fit_is_still_usable(ss, monkeypatch):
     assert not fit.optsummary.converged
     assert fit.optsummary.feval == 5
     assert "convergence code: 1" in str(fit.summary())
+
+
+def test_plain_columns_give_the_same_fit_as_formulaic(ss):
+    # "Days" is read straight from the data; "I(Days)" goes through formulaic
+    a = lmmfast.lmer("Reaction ~ Days + (Days | Subject)", ss)
+    b = lmmfast.lmer("Reaction ~ I(Days) + (I(Days) | Subject)", ss)
+    assert a.objective == pytest.approx(b.objective, rel=1e-13)
+    np.testing.assert_allclose(a.fitted_values, b.fitted_values, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["dense", "gaps", "int64"])
+def test_integer_codes_are_used_without_hashing_and_give_the_same_fit(ss, kind):
+    codes = ss.Subject.astype(int) - 308  # 0..64 with gaps: 18 subjects
+    if kind == "dense":
+        codes = pd.factorize(codes, sort=True)[0].astype(np.int32)
+    elif kind == "int64":
+        codes = codes.astype(np.int64)
+    arrays = {"Reaction": ss.Reaction.to_numpy(), "Days": ss.Days.to_numpy(dtype=float),
+              "Subject": np.asarray(codes)}  # fmt: skip
+    fit = lmmfast.lmer("Reaction ~ Days + (Days | Subject)", arrays)
+    ref = lmmfast.lmer("Reaction ~ Days + (Days | Subject)", ss)
+    assert fit.objective == pytest.approx(ref.objective, rel=1e-12)
+    assert fit.ngroups == {"Subject": 18}
+    labels = fit.ranef["Subject"].index.astype(int).tolist()
+    assert labels == sorted(labels)  # numeric order, as R's factor() of integers
+
+
+def test_columns_are_read_in_place(ss):
+    from lmmfast._formula import parse_formula
+    from lmmfast._frame import build_frame
+
+    arrays = {c: ss[c].to_numpy(dtype=float) for c in ("Reaction", "Days")}
+    arrays["g"] = ss.Subject.astype(int).to_numpy(dtype=np.int32) - 308
+    frame = build_frame(parse_formula("Reaction ~ Days + (Days | g)"), arrays)
+    assert np.shares_memory(frame.y, arrays["Reaction"])
+    assert np.shares_memory(frame.Xcols[1], arrays["Days"])
+    assert frame.Xcols[0].strides == (0,)  # the intercept is not allocated

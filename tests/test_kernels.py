@@ -32,9 +32,7 @@ def test_assemble_matches_dense_products(itype, nlev, qs, p):
     codes, P, pair_terms, pair_uniq, Z, XY, w = _assemble_inputs(rng, n, nlev, qs, p, itype)
     zoff = np.concatenate([[0], np.cumsum(qs)[:-1]]).astype(np.int64)
     qs64 = np.array(qs, dtype=np.int64)
-    dsz = [l * q * q for l, q in zip(nlev, qs)]
     osz = [len(u) * qs[a] * qs[b] for (a, b), u in zip(pair_terms, pair_uniq)]
-    xsz = [l * q * (p + 1) for l, q in zip(nlev, qs)]
 
     def offs(s):
         return (
@@ -43,29 +41,29 @@ def test_assemble_matches_dense_products(itype, nlev, qs, p):
             else np.zeros(0, np.int64)
         )
 
-    D, O, ZXY, XtXy = (
-        np.zeros(sum(dsz)),
-        np.zeros(sum(osz)),
-        np.zeros(sum(xsz)),
-        np.zeros((p + 1,) * 2),
-    )
-    _assemble.assemble(
-        codes,
-        np.ascontiguousarray(P),
-        np.array(pair_terms, dtype=np.int64).reshape(-1, 2),
-        zoff,
-        qs64,
-        Z,
-        XY,
-        w,
-        D,
-        offs(dsz),
-        O,
-        offs(osz),
-        ZXY,
-        offs(xsz),
-        XtXy,
-    )
+    cols = [np.ascontiguousarray(Z[:, k]) for k in range(Z.shape[1])]
+    cols += [np.ascontiguousarray(XY[:, k]) for k in range(p + 1)]
+    zcol = np.arange(Z.shape[1], dtype=np.int64)
+    xcol = np.arange(Z.shape[1], Z.shape[1] + p + 1, dtype=np.int64)
+    rec = [q * q + q * (p + 1) for q in qs]  # per level: [Z_j'WZ_j | Z_j'W[X y]]
+    rsz = [l * r for l, r in zip(nlev, rec)]
+    outs = {}
+    for nchunks in (1, 2):  # the two-thread split must give the same sums
+        R, O = np.zeros((nchunks, sum(rsz))), np.zeros((nchunks, sum(osz)))
+        XtXy = np.zeros((nchunks, p + 1, p + 1))
+        _assemble.assemble(
+            codes, np.ascontiguousarray(P), np.array(pair_terms, dtype=np.int64).reshape(-1, 2),
+            zoff, qs64, cols, zcol, xcol, w, R, offs(rsz), O, offs(osz), XtXy, True, nchunks,
+        )  # fmt: skip
+        outs[nchunks] = [a.sum(axis=0) for a in (R, O, XtXy)]
+    for a, b in zip(outs[1], outs[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    R, O, XtXy = outs[1]
+    D, ZXY = [], []
+    for t, (l, q) in enumerate(zip(nlev, qs)):
+        block = R[offs(rsz)[t] : offs(rsz)[t] + rsz[t]].reshape(l, rec[t])
+        D.append(block[:, : q * q].reshape(l, q, q))
+        ZXY.append(block[:, q * q :].reshape(l * q, p + 1))
     # dense oracle: Z_t with level-major columns, then plain matrix products
     Zd = []
     for t, (l, q) in enumerate(zip(nlev, qs)):
@@ -77,12 +75,12 @@ def test_assemble_matches_dense_products(itype, nlev, qs, p):
     np.testing.assert_allclose(np.tril(XtXy), np.tril(XY.T @ W @ XY), rtol=1e-12, atol=1e-12)
     for t, (l, q) in enumerate(zip(nlev, qs)):
         full = Zd[t].T @ W @ Zd[t]
-        blocks = D[offs(dsz)[t] : offs(dsz)[t] + dsz[t]].reshape(l, q, q)
+        blocks = D[t]
         for j in range(l):
             np.testing.assert_allclose(
                 blocks[j], full[j * q : (j + 1) * q, j * q : (j + 1) * q], rtol=1e-12, atol=1e-12
             )
-        zx = ZXY[offs(xsz)[t] : offs(xsz)[t] + xsz[t]].reshape(l * q, p + 1)
+        zx = ZXY[t]
         np.testing.assert_allclose(zx, Zd[t].T @ W @ XY, rtol=1e-12, atol=1e-12)
     for r, ((a, b), uniq) in enumerate(zip(pair_terms, pair_uniq)):
         qa, qb = qs[a], qs[b]
@@ -242,3 +240,45 @@ def test_schur_matches_dense_block_elimination():
         L21[r : r + rest_q[u], j * q1 : (j + 1) * q1] += blk
     np.testing.assert_allclose(np.tril(S), np.tril(S0 - L21 @ L21.T), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(rhs, rhs0 - L21 @ c1.reshape(-1, p1), rtol=1e-10, atol=1e-10)
+
+
+def test_assemble_reads_constant_columns_without_arrays():
+    # index -1 stands for a column of ones (an intercept); unweighted rows have w = 1
+    rng = np.random.default_rng(2)
+    n, nlev = 40, 4
+    codes = rng.integers(0, nlev, size=(n, 1)).astype(np.int32)
+    x, y = rng.normal(size=n), rng.normal(size=n)
+    R, XtXy = np.zeros((1, nlev * 10)), np.zeros((1, 3, 3))
+    _assemble.assemble(
+        codes, np.zeros((n, 0), np.int32), np.zeros((0, 2), np.int64), np.zeros(1, np.int64),
+        np.array([2], np.int64), [x, y], np.array([-1, 0], np.int64),
+        np.array([-1, 0, 1], np.int64),
+        np.ones(1), R, np.zeros(1, np.int64), np.zeros((1, 0)), np.zeros(0, np.int64),
+        XtXy, False, 1,
+    )  # fmt: skip
+    D = R[:, np.arange(nlev)[:, None] * 10 + np.arange(4)].reshape(1, -1)
+    XY = np.column_stack([np.ones(n), x, y])
+    np.testing.assert_allclose(np.tril(XtXy[0]), np.tril(XY.T @ XY), rtol=1e-12)
+    j = codes[:, 0] == 2
+    Zj = np.column_stack([np.ones(j.sum()), x[j]])
+    np.testing.assert_allclose(D[0, 8:12].reshape(2, 2), Zj.T @ Zj, rtol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fitted_matches_dense_product(threads):
+    rng = np.random.default_rng(8)
+    n, nlev, q = 60, [5, 3], [2, 1]
+    codes = np.column_stack([rng.integers(0, l, n) for l in nlev]).astype(np.int64)
+    x, z = rng.normal(size=n), rng.normal(size=n)
+    beta = np.array([0.5, -1.5])
+    b = [rng.normal(size=(5, 2)), rng.normal(size=(3, 1))]
+    out = np.full(n, 2.0)  # starts from the offset
+    _blockless = np.concatenate([bt.ravel() for bt in b])
+    _assemble.fitted(
+        codes, [x, z], np.array([-1, 0], np.int64), beta, np.array([-1, 1, -1], np.int64),
+        np.array([0, 2], np.int64), np.array(q, np.int64), _blockless,
+        np.array([0, 10], np.int64), out, threads,
+    )  # fmt: skip
+    expected = 2.0 + beta[0] + beta[1] * x
+    expected += b[0][codes[:, 0], 0] + b[0][codes[:, 0], 1] * z + b[1][codes[:, 1], 0]
+    np.testing.assert_allclose(out, expected, rtol=1e-13)

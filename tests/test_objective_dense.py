@@ -91,9 +91,9 @@ def test_evaluation_reads_no_rows():
     cp = cross_products(frame.terms, frame.X, frame.y, None)
     dev = ProfiledDeviance(cp, frame.terms, frame.n, True, 0.0)
     before = dev(np.array([0.8, 0.1, 0.5, 1.2]))
-    for t in frame.terms:
-        t.Zt[:] = np.nan
-        t.codes[:] = 0
+    for t in frame.terms:  # what the objective could read of the rows, made useless
+        t.Zcols = [np.full(frame.n, np.nan) for _ in t.Zcols]
+        t.codes = np.zeros_like(t.codes)
     assert dev(np.array([0.8, 0.1, 0.5, 1.2])) == before
 
 
