@@ -7,12 +7,16 @@ machinery: the common case (students in schools, patients over time) and the fas
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from scipy.linalg import block_diag
 
 from . import _blockdiag
-from ._crossprod import CrossProducts
+from ._crossprod import CrossProducts, _sum_chunks
 from ._terms import ReTerm
+
+PARALLEL_LEVELS = 20_000  # below this, one thread
 
 
 def is_block_diagonal(terms: list[ReTerm]) -> bool:
@@ -42,7 +46,9 @@ class BlockedFactor:
         self.ZXY = np.ascontiguousarray(np.concatenate(cp.ZXY, axis=1))
         self.L = np.zeros((nlev, Q, Q))
         self.cu = np.empty((nlev, Q, p1))
-        self._C = np.empty((p1, p1))
+        self.threads = min(2 if nlev >= PARALLEL_LEVELS else 1, os.cpu_count() or 1)
+        self._C = np.empty((self.threads, p1, p1))
+        self._ld = np.empty(self.threads)
 
     def _cols(self, k: int) -> slice:
         return slice(int(self.qoff[k]), int(self.qoff[k + 1]))
@@ -50,22 +56,25 @@ class BlockedFactor:
     def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
         """Refactor for the terms' T; return log|L|^2 and M'(Lambda'Z'WZ Lambda + I)^{-1}M."""
         T = np.ascontiguousarray(block_diag(*Ts))
-        ldL2 = _blockdiag.update(T, self.B, self.ZXY, self.L, self.cu, self._C)
-        if ldL2 == -1.0:
+        ok = _blockdiag.update(
+            T, self.B, self.ZXY, self.L, self.cu, self._C, self._ld, self.threads
+        )
+        if not ok:
             raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
-        C = np.tril(self._C) + np.tril(self._C, -1).T
-        return ldL2, C
+        C = _sum_chunks(self._C)
+        return float(_sum_chunks(self._ld)), np.tril(C) + np.tril(C, -1).T
 
     def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
         """d objective / d theta at the last update (see src/_blockdiag.pyx, gradient)."""
         T = np.ascontiguousarray(block_diag(*Ts))
         Q, p = T.shape[0], len(beta)
-        F = np.empty((Q, Q))
-        work = np.zeros((3 + p, Q))
+        F = np.empty((self.threads, Q, Q))
+        work = np.zeros((self.threads, 3 + p, Q))
         _blockdiag.gradient(
             T, self.B, self.ZXY, self.L, self.cu, np.ascontiguousarray(beta, dtype=float),
-            np.ascontiguousarray(P), scale, reml, F, work,
+            np.ascontiguousarray(P), scale, reml, F, work, self.threads,
         )  # fmt: skip
+        F = _sum_chunks(F)
         out = []
         for k, t in enumerate(self.terms):  # theta at T_t[a, b] (a >= b), column-major
             o = int(self.qoff[k])

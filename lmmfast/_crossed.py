@@ -83,7 +83,8 @@ class CrossedFactor:
         p1 = cp.XtXy.shape[0]
         self.L11 = np.zeros((t1.nlevels, t1.q, t1.q))
         self.c1 = np.zeros((t1.nlevels, t1.q, p1))
-        self._C1 = np.zeros((p1, p1))
+        self._C1 = np.zeros((1, p1, p1))
+        self._ld1 = np.zeros(1)
         self.a22_idx = np.concatenate(self._a22_idx)
         self.diag_idx = np.arange(self.m) * (self.m + 1)
 
@@ -100,7 +101,8 @@ class CrossedFactor:
 
     def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
         T1 = np.ascontiguousarray(Ts[0])
-        ld1 = _blockdiag.update(T1, self.D1, self.ZXY1, self.L11, self.c1, self._C1)
+        _blockdiag.update(T1, self.D1, self.ZXY1, self.L11, self.c1, self._C1, self._ld1)
+        ld1 = float(self._ld1[0])
         S = np.zeros((self.m, self.m))
         S.flat[self.a22_idx] = self._a22_values(Ts)
         S.flat[self.diag_idx] += 1.0
@@ -116,7 +118,7 @@ class CrossedFactor:
             raise DataError("the random-effects system is not positive definite") from None
         self.c2 = solve_triangular(self.L22, rhs, lower=True, check_finite=False)
         ldL2 = ld1 + 2.0 * np.sum(np.log(np.diag(self.L22)))
-        C1 = np.tril(self._C1) + np.tril(self._C1, -1).T
+        C1 = np.tril(self._C1[0]) + np.tril(self._C1[0], -1).T
         return ldL2, C1 + self.c2.T @ self.c2
 
     def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:

@@ -10,6 +10,7 @@ block per level j, and Lambda acts on every block by the same lower-triangular T
                                                     give the Schur complement R'R)
 """
 
+from cython.parallel cimport prange
 from libc.math cimport NAN, log, sqrt
 from libc.stdint cimport int64_t
 
@@ -20,25 +21,41 @@ def update(
     const double[:, :, ::1] ZXY,
     double[:, :, ::1] L,
     double[:, :, ::1] cu,
-    double[:, ::1] C,
+    double[:, :, ::1] C,
+    double[::1] ld,
+    int nthreads=1,
 ):
-    """Fill L[j] (lower), cu[j] and C (lower half, zeroed first); return ldL2.
+    """Fill L[j] (lower), cu[j]; chunk c of the levels adds its sum of cu_j'cu_j to C[c]
+    (lower half, zeroed first) and its log-determinant to ld[c].  Returns False if a
+    block is not positive definite (it cannot be: + I keeps it so).
 
-    Returns -1.0 if a block is not positive definite (it cannot be: + I keeps it so).
+    Levels are split into C.shape[0] fixed contiguous chunks (one per thread), so the
+    caller's fixed-order sum over chunks is deterministic.
     """
-    cdef Py_ssize_t nlev = B.shape[0], p1 = ZXY.shape[2]
-    cdef Py_ssize_t j, a, b
-    cdef double ld, ldL2 = 0.0
-    for a in range(p1):
-        for b in range(p1):
-            C[a, b] = 0.0
-    with nogil:
-        for j in range(nlev):
-            ld = _level(T, B, ZXY, L, cu, C, j)
-            if ld != ld:  # NaN: not positive definite
-                break
-            ldL2 = ldL2 + ld
-    return -1.0 if ld != ld else ldL2
+    cdef Py_ssize_t nlev = B.shape[0], nchunks = C.shape[0]
+    cdef Py_ssize_t c
+    C[:, :, :] = 0.0
+    ld[:] = 0.0
+    for c in prange(nchunks, nogil=True, num_threads=nthreads, schedule="static", chunksize=1):
+        _levels(T, B, ZXY, L, cu, C, ld, c, c * nlev // nchunks, (c + 1) * nlev // nchunks)
+    for c in range(nchunks):
+        if ld[c] != ld[c]:
+            return False
+    return True
+
+
+cdef void _levels(
+    const double[:, ::1] T, const double[:, :, ::1] B, const double[:, :, ::1] ZXY,
+    double[:, :, ::1] L, double[:, :, ::1] cu, double[:, :, ::1] C, double[::1] ld,
+    Py_ssize_t c, Py_ssize_t lo, Py_ssize_t hi,
+) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double d
+    for j in range(lo, hi):
+        d = _level(T, B, ZXY, L, cu, C, c, j)
+        ld[c] = ld[c] + d
+        if d != d:
+            return
 
 
 cdef double _level(
@@ -47,7 +64,8 @@ cdef double _level(
     const double[:, :, ::1] ZXY,
     double[:, :, ::1] L,
     double[:, :, ::1] cu,
-    double[:, ::1] C,
+    double[:, :, ::1] C,
+    Py_ssize_t k,
     Py_ssize_t j,
 ) noexcept nogil:
     """Level j: factor T' B_j T + I into L[j], cu[j] := L_j^{-1} T' ZXY_j, C += cu[j]'cu[j].
@@ -90,13 +108,13 @@ cdef double _level(
             for b in range(a):
                 s = s - L[j, a, b] * cu[j, b, c]
             cu[j, a, c] = s / L[j, a, a]
-    # C += cu[j]' cu[j]   (lower half)
+    # C[k] += cu[j]' cu[j]   (lower half)
     for a in range(p1):
         for b in range(a + 1):
             s = 0.0
             for c in range(Q):
                 s = s + cu[j, c, a] * cu[j, c, b]
-            C[a, b] = C[a, b] + s
+            C[k, a, b] = C[k, a, b] + s
     return ld
 
 
@@ -254,8 +272,9 @@ def gradient(
     const double[:, ::1] P,
     double scale,
     bint reml,
-    double[:, ::1] F,
-    double[:, ::1] work,
+    double[:, :, ::1] F,
+    double[:, :, ::1] work,
+    int nthreads=1,
 ):
     """F := sum_j 2 M_j^{-1} T'B_j - 2 scale u_j s_j' - 2 [reml] T'H_j P H_j' (Q x Q).
 
@@ -264,78 +283,89 @@ def gradient(
     The gradient of the profiled objective is F[b, a] for the theta at T[a, b].  Per level:
     u_j = L_j'^{-1}(c_yj - c_Xj beta), s_j = Z_j'W(y - X beta) - B_j T u_j,
     H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj;  scale = (n or n - p) / pwrss, P = (R_X'R_X)^{-1}.
-    work: at least (3 + p) x Q (any p >= 0) scratch.
+    Chunk c of the levels accumulates into F[c] with scratch work[c] ((3 + p) x Q); the
+    caller sums the chunks in order.
     """
-    cdef Py_ssize_t nlev = B.shape[0], Q = B.shape[1], p = ZXY.shape[2] - 1
+    cdef Py_ssize_t nlev = B.shape[0], nchunks = F.shape[0]
+    cdef Py_ssize_t c
+    F[:, :, :] = 0.0
+    for c in prange(nchunks, nogil=True, num_threads=nthreads, schedule="static", chunksize=1):
+        _gradient_levels(T, B, ZXY, L, cu, beta, P, scale, reml, F[c], work[c],
+                         c * nlev // nchunks, (c + 1) * nlev // nchunks)
+
+
+cdef void _gradient_levels(
+    const double[:, ::1] T, const double[:, :, ::1] B, const double[:, :, ::1] ZXY,
+    const double[:, :, ::1] L, const double[:, :, ::1] cu, const double[::1] beta,
+    const double[:, ::1] P, double scale, bint reml, double[:, ::1] F, double[:, ::1] work,
+    Py_ssize_t lo, Py_ssize_t hi,
+) noexcept nogil:
+    cdef Py_ssize_t Q = B.shape[1], p = ZXY.shape[2] - 1
     cdef Py_ssize_t j, a, b, c, d
     cdef double acc
-    for a in range(Q):
+    for j in range(lo, hi):
+        # work[0] := u_j = L_j'^{-1} (c_y - c_X beta)   (back substitution)
+        for a in range(Q - 1, -1, -1):
+            acc = cu[j, a, p]
+            for c in range(p):
+                acc = acc - cu[j, a, c] * beta[c]
+            for b in range(a + 1, Q):
+                acc = acc - L[j, b, a] * work[0, b]
+            work[0, a] = acc / L[j, a, a]
+        # work[1] := T u_j;  work[2] := s_j = ZXy - ZX beta - B_j T u_j
+        for a in range(Q):
+            acc = 0.0
+            for b in range(a + 1):
+                acc = acc + T[a, b] * work[0, b]
+            work[1, a] = acc
+        for a in range(Q):
+            acc = ZXY[j, a, p]
+            for c in range(p):
+                acc = acc - ZXY[j, a, c] * beta[c]
+            for b in range(Q):
+                acc = acc - B[j, a, b] * work[1, b]
+            work[2, a] = acc
+        # F -= 2 scale u s'
+        for a in range(Q):
+            for b in range(Q):
+                F[a, b] = F[a, b] - 2.0 * scale * work[0, a] * work[2, b]
+        # F += 2 M_j^{-1} T' B_j, column by column: x = L'^{-1} L^{-1} (T' B_j[:, b])
         for b in range(Q):
-            F[a, b] = 0.0
-    with nogil:
-        for j in range(nlev):
-            # work[0] := u_j = L_j'^{-1} (c_y - c_X beta)   (back substitution)
-            for a in range(Q - 1, -1, -1):
-                acc = cu[j, a, p]
-                for c in range(p):
-                    acc = acc - cu[j, a, c] * beta[c]
-                for b in range(a + 1, Q):
-                    acc = acc - L[j, b, a] * work[0, b]
-                work[0, a] = acc / L[j, a, a]
-            # work[1] := T u_j;  work[2] := s_j = ZXy - ZX beta - B_j T u_j
             for a in range(Q):
                 acc = 0.0
-                for b in range(a + 1):
-                    acc = acc + T[a, b] * work[0, b]
+                for c in range(a, Q):
+                    acc = acc + T[c, a] * B[j, c, b]
                 work[1, a] = acc
+            _cholsolve(L, j, Q, work, 1)
             for a in range(Q):
-                acc = ZXY[j, a, p]
-                for c in range(p):
-                    acc = acc - ZXY[j, a, c] * beta[c]
-                for b in range(Q):
-                    acc = acc - B[j, a, b] * work[1, b]
-                work[2, a] = acc
-            # F -= 2 scale u s'
-            for a in range(Q):
-                for b in range(Q):
-                    F[a, b] = F[a, b] - 2.0 * scale * work[0, a] * work[2, b]
-            # F += 2 M_j^{-1} T' B_j, column by column: x = L'^{-1} L^{-1} (T' B_j[:, b])
-            for b in range(Q):
+                F[a, b] = F[a, b] + 2.0 * work[1, a]
+        if reml and p > 0:
+            # H_j (Q x p) in work[3 .. 3+p) by columns:
+            #   H[:, c] = ZX[:, c] - B T L'^{-1} cX[:, c]
+            for c in range(p):
+                for a in range(Q - 1, -1, -1):
+                    acc = cu[j, a, c]
+                    for b in range(a + 1, Q):
+                        acc = acc - L[j, b, a] * work[1, b]
+                    work[1, a] = acc / L[j, a, a]
                 for a in range(Q):
                     acc = 0.0
-                    for c in range(a, Q):
-                        acc = acc + T[c, a] * B[j, c, b]
-                    work[1, a] = acc
-                _cholsolve(L, j, Q, work, 1)
+                    for b in range(a + 1):
+                        acc = acc + T[a, b] * work[1, b]
+                    work[2, a] = acc
                 for a in range(Q):
-                    F[a, b] = F[a, b] + 2.0 * work[1, a]
-            if reml and p > 0:
-                # H_j (Q x p) in work[3 .. 3+p) by columns:
-                #   H[:, c] = ZX[:, c] - B T L'^{-1} cX[:, c]
-                for c in range(p):
-                    for a in range(Q - 1, -1, -1):
-                        acc = cu[j, a, c]
-                        for b in range(a + 1, Q):
-                            acc = acc - L[j, b, a] * work[1, b]
-                        work[1, a] = acc / L[j, a, a]
-                    for a in range(Q):
-                        acc = 0.0
-                        for b in range(a + 1):
-                            acc = acc + T[a, b] * work[1, b]
-                        work[2, a] = acc
-                    for a in range(Q):
-                        acc = ZXY[j, a, c]
-                        for b in range(Q):
-                            acc = acc - B[j, a, b] * work[2, b]
-                        work[3 + c, a] = acc
-                # F -= 2 T' H P H'
-                for a in range(Q):
+                    acc = ZXY[j, a, c]
                     for b in range(Q):
-                        acc = 0.0
-                        for c in range(p):
-                            for d in range(p):
-                                acc = acc + _TtH(T, work, a, c, Q) * P[c, d] * work[3 + d, b]
-                        F[a, b] = F[a, b] - 2.0 * acc
+                        acc = acc - B[j, a, b] * work[2, b]
+                    work[3 + c, a] = acc
+            # F -= 2 T' H P H'
+            for a in range(Q):
+                for b in range(Q):
+                    acc = 0.0
+                    for c in range(p):
+                        for d in range(p):
+                            acc = acc + _TtH(T, work, a, c, Q) * P[c, d] * work[3 + d, b]
+                    F[a, b] = F[a, b] - 2.0 * acc
 
 
 cdef inline double _TtH(const double[:, ::1] T, double[:, ::1] work, Py_ssize_t a,

@@ -59,3 +59,17 @@ def test_gradient_on_the_boundary_is_one_sided_correct():
     value, grad = dev.value_and_gradient(np.array([0.0]))
     h = 1e-7
     assert grad[0] == pytest.approx((dev(np.array([h])) - value) / h, rel=1e-3, abs=1e-4)
+
+
+def test_two_chunks_of_levels_give_the_same_value_and_gradient(monkeypatch):
+    from lmmfast import _blocked
+
+    one, _ = _deviance("y ~ x + (x | g)", True, True, 8)
+    monkeypatch.setattr(_blocked, "PARALLEL_LEVELS", 0)
+    two, _ = _deviance("y ~ x + (x | g)", True, True, 8)
+    assert (one.factor.threads, two.factor.threads) == (1, 2)
+    theta = np.array([0.9, -0.2, 0.4])
+    v1, g1 = one.value_and_gradient(theta)
+    v2, g2 = two.value_and_gradient(theta)
+    assert v1 == pytest.approx(v2, rel=1e-13)
+    np.testing.assert_allclose(g1, g2, rtol=1e-11, atol=1e-11)

@@ -104,8 +104,10 @@ def test_blockdiag_update_matches_dense_cholesky(nlev, Q, p1):
     ZXY = rng.normal(size=(nlev, Q, p1))
     T = np.tril(rng.normal(size=(Q, Q)))
     np.fill_diagonal(T, np.abs(np.diag(T)) + 0.1)
-    L, cu, C = np.zeros((nlev, Q, Q)), np.zeros((nlev, Q, p1)), np.zeros((p1, p1))
-    ldL2 = _blockdiag.update(T, B, ZXY, L, cu, C)
+    L, cu, C = np.zeros((nlev, Q, Q)), np.zeros((nlev, Q, p1)), np.zeros((2, p1, p1))
+    ld = np.zeros(2)
+    assert _blockdiag.update(T, B, ZXY, L, cu, C, ld, 2)  # two chunks of levels
+    ldL2, C = ld.sum(), C.sum(axis=0)
     expected_ld, expected_C = 0.0, np.zeros((p1, p1))
     for j in range(nlev):
         Lj = np.linalg.cholesky(T.T @ B[j] @ T + np.eye(Q))
@@ -122,8 +124,9 @@ def test_blockdiag_update_at_theta_zero_is_the_identity():
     # singular fits put theta on its bound: T = 0 gives L = I and no correction
     B = np.ones((3, 1, 1))
     ZXY = np.ones((3, 1, 2))
-    L, cu, C = np.zeros((3, 1, 1)), np.zeros((3, 1, 2)), np.zeros((2, 2))
-    assert _blockdiag.update(np.zeros((1, 1)), B, ZXY, L, cu, C) == 0.0
+    L, cu, C, ld = np.zeros((3, 1, 1)), np.zeros((3, 1, 2)), np.zeros((1, 2, 2)), np.ones(1)
+    assert _blockdiag.update(np.zeros((1, 1)), B, ZXY, L, cu, C, ld)
+    assert ld[0] == 0.0
     np.testing.assert_array_equal(L[:, 0, 0], 1.0)
     np.testing.assert_array_equal(C, 0.0)
 
