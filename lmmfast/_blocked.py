@@ -69,7 +69,7 @@ class BlockedFactor:
         T = np.ascontiguousarray(block_diag(*Ts))
         Q, p = T.shape[0], len(beta)
         F = np.empty((self.threads, Q, Q))
-        work = np.zeros((self.threads, 3 + p, Q))
+        work = np.zeros((self.threads, 3 + 2 * p, Q))
         _blockdiag.gradient(
             T, self.B, self.ZXY, self.L, self.cu, np.ascontiguousarray(beta, dtype=float),
             np.ascontiguousarray(P), scale, reml, F, work, self.threads,

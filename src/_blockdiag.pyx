@@ -283,7 +283,7 @@ def gradient(
     The gradient of the profiled objective is F[b, a] for the theta at T[a, b].  Per level:
     u_j = L_j'^{-1}(c_yj - c_Xj beta), s_j = Z_j'W(y - X beta) - B_j T u_j,
     H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj;  scale = (n or n - p) / pwrss, P = (R_X'R_X)^{-1}.
-    Chunk c of the levels accumulates into F[c] with scratch work[c] ((3 + p) x Q); the
+    Chunk c of the levels accumulates into F[c] with scratch work[c] ((3 + 2p) x Q); the
     caller sums the chunks in order.
     """
     cdef Py_ssize_t nlev = B.shape[0], nchunks = F.shape[0]
@@ -358,13 +358,19 @@ cdef void _gradient_levels(
                     for b in range(Q):
                         acc = acc - B[j, a, b] * work[2, b]
                     work[3 + c, a] = acc
-            # F -= 2 T' H P H'
+            # K := (T'H) P in work[3 + p .. 3 + 2p) (column d holds K[:, d])
+            for d in range(p):
+                for a in range(Q):
+                    acc = 0.0
+                    for c in range(p):
+                        acc = acc + _TtH(T, work, a, c, Q) * P[c, d]
+                    work[3 + p + d, a] = acc
+            # F -= 2 K H'
             for a in range(Q):
                 for b in range(Q):
                     acc = 0.0
-                    for c in range(p):
-                        for d in range(p):
-                            acc = acc + _TtH(T, work, a, c, Q) * P[c, d] * work[3 + d, b]
+                    for d in range(p):
+                        acc = acc + work[3 + p + d, a] * work[3 + d, b]
                     F[a, b] = F[a, b] - 2.0 * acc
 
 
