@@ -17,6 +17,7 @@ from ._errors import (
     NotMixedModelError,
     SingularFitWarning,
 )
+from ._inference import anova
 from ._lmer import RankDeficiencyWarning, lmer
 from ._result import LmerFit
 
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmer",
+    "anova",
     "LmerFit",
     "datasets",
     "LMMError",

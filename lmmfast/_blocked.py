@@ -81,6 +81,12 @@ class BlockedFactor:
             out += [F[o + b, o + a] for b in range(t.q) for a in range(b, t.q)]
         return np.array(out)
 
+    def inverse_blocks(self) -> list[np.ndarray]:
+        """Diagonal blocks of A^{-1} = (Lambda'Z'WZ Lambda + I)^{-1} per term, (l, q, q)."""
+        Linv = np.linalg.inv(np.tril(self.L))
+        Minv = Linv.transpose(0, 2, 1) @ Linv
+        return [Minv[:, self._cols(k), self._cols(k)] for k in range(len(self.terms))]
+
     def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
         """u = L^{-T}(c_y - R_ZX beta) for the last update, per term as (l, q)."""
         rhs = self.cu[:, :, -1] - self.cu[:, :, :-1] @ beta
@@ -181,6 +187,26 @@ class ClusteredFactor:
         if ldL2 == -1.0:
             raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
         return ldL2, np.tril(self._C) + np.tril(self._C, -1).T
+
+    def inverse_blocks(self) -> list[np.ndarray]:
+        """Diagonal blocks of A^{-1} per term, (l, q, q): each cluster's block inverted,
+        clusters of one size at a time."""
+        sizes = np.diff(self.roff)
+        Minv = np.zeros_like(self.L)
+        for s in np.unique(sizes):
+            k = np.flatnonzero(sizes == s)
+            idx = self.boff[k, None] + np.arange(s * s)
+            Lk = np.tril(self.L[idx].reshape(len(k), s, s))
+            Linv = np.linalg.inv(Lk)
+            Minv[idx] = (Linv.transpose(0, 2, 1) @ Linv).reshape(len(k), -1)
+        out = []
+        for rows in self.rows:
+            k = self.cluster[rows[:, 0]]
+            s = (self.roff[k + 1] - self.roff[k])[:, None, None]
+            local = rows - self.roff[k][:, None]
+            idx = self.boff[k][:, None, None] + local[:, :, None] * s + local[:, None, :]
+            out.append(Minv[idx])
+        return out
 
     def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
         cu = self.cu.reshape(len(self.row_t), -1)

@@ -121,6 +121,21 @@ class CrossedFactor:
         C1 = np.tril(self._C1[0]) + np.tril(self._C1[0], -1).T
         return ldL2, C1 + self.c2.T @ self.c2
 
+    def inverse_blocks(self) -> list[np.ndarray]:
+        """Diagonal blocks of A^{-1} per term, (l, q, q), from L = [L11 0; L21 L22]:
+        (A^{-1})_22 = S^{-1}, (A^{-1})_11 block j = L11_j^{-T}(I + W_j' S^{-1} W_j)L11_j^{-1}."""
+        L22inv = solve_triangular(self.L22, np.eye(self.m), lower=True, check_finite=False)
+        Sinv = L22inv.T @ L22inv
+        q1 = self.terms[0].q
+        mid = np.repeat(np.eye(q1)[None], self.terms[0].nlevels, axis=0)
+        _schur.condvar_first(self.ptr, self.row, self.qe, self.ooff, self.W, Sinv, mid)
+        Linv = np.linalg.inv(np.tril(self.L11))
+        out = [Linv.transpose(0, 2, 1) @ mid @ Linv]
+        for k, t in enumerate(self.terms[1:]):
+            r = self.off[k] + np.arange(t.nlevels)[:, None] * t.q + np.arange(t.q)
+            out.append(Sinv[r[:, :, None], r[:, None, :]])
+        return out
+
     def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
         rhs2 = self.c2[:, -1] - self.c2[:, :-1] @ beta
         u2 = solve_triangular(self.L22, rhs2, lower=True, trans="T", check_finite=False)

@@ -60,6 +60,15 @@ def lmer(
         raise DataError(
             f"response {parsed.response!r} is constant (zero variance); there is nothing to model"
         )
+    fit = _fit(parsed.formula, frame, REML, optimizer)
+    fit.data_name = data_name
+    fit.weights_name = _arg_name(weights)
+    fit.offset_name = _arg_name(offset)
+    return fit
+
+
+def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str) -> LmerFit:
+    """Build the objective from the model frame, optimize it, package the result."""
     y = frame.y if frame.offset is None else frame.y - frame.offset
     rows = RowData(frame.terms, frame.Xcols, frame.xnames, y)
     cp = rows.cross_products(frame.weights)
@@ -70,7 +79,7 @@ def lmer(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
             f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
             RankDeficiencyWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         cp = cp.select(keep)
     ldW = 0.0 if frame.weights is None else float(np.sum(np.log(frame.weights)))
@@ -88,11 +97,10 @@ def lmer(
             "estimates may not be the optimum. Check the scale of the covariates (centre and "
             "scale them) and whether the random-effects structure is too rich for the data.",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    fit = _package(parsed.formula, REML, frame, rows, keep, dev, opt, dropped, data_name)
-    fit.weights_name = _arg_name(weights)
-    fit.offset_name = _arg_name(offset)
+    fit = _package(formula, REML, frame, rows, keep, dev, opt, dropped, None)
+    fit._frame, fit._optimizer = frame, optimizer
     return fit
 
 
@@ -105,7 +113,7 @@ def _package(formula, reml, frame: ModelFrame, rows: RowData, keep, dev, opt, dr
     bs = [u @ T.T for T, u in zip(dev.Ts(opt.theta), us)]  # b_j = T u_j for each level j
     fitted = rows.fitted(keep, beta, bs, frame.offset)
     infos = [
-        TermInfo(t.group, t.cnames, t.levels[t.order], b[t.order], t.theta_lower())
+        TermInfo(t.group, t.cnames, t.levels[t.order], b[t.order], t.theta_lower(), t.order)
         for t, b in zip(frame.terms, bs)
     ]
     return LmerFit(
@@ -125,6 +133,11 @@ def _package(formula, reml, frame: ModelFrame, rows: RowData, keep, dev, opt, dr
         optsummary=opt,
         dropped_columns=dropped,
         n_dropped_rows=frame.n_dropped,
+        row_index=frame.row_index,
+        _factor=dev.factor,
+        _rows=rows,
+        _keep=keep,
+        _offset=frame.offset,
         data_name=name,
         factorization=dev.factorization,
         theta_names=[n for t in frame.terms for n in t.theta_names()],

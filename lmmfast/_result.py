@@ -13,6 +13,18 @@ from ._optimize import OptSummary
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
 
 
+def _blockdiag_stack(blocks: list[np.ndarray]) -> np.ndarray:
+    """Per level, the block-diagonal matrix of several terms' (l, q_k, q_k) blocks."""
+    n = blocks[0].shape[0]
+    Q = sum(b.shape[1] for b in blocks)
+    out = np.zeros((n, Q, Q))
+    k = 0
+    for b in blocks:
+        out[:, k : k + b.shape[1], k : k + b.shape[1]] = b
+        k += b.shape[1]
+    return out
+
+
 @dataclass(eq=False)
 class TermInfo:
     """What a fit keeps of a random-effects term (no per-row arrays)."""
@@ -22,6 +34,7 @@ class TermInfo:
     levels: np.ndarray  # labels in R's factor order
     b: np.ndarray  # (l, q) conditional modes, rows in `levels` order
     theta_lower: np.ndarray
+    order: np.ndarray  # internal level order -> R's order (levels = internal[order])
 
     @property
     def q(self) -> int:
@@ -61,6 +74,48 @@ class LmerFit:
     theta_names: list[str] = field(default_factory=list)
     weights_name: str | None = None  # shown in summary() as lme4's "Weights:" line
     offset_name: str | None = None
+    row_index: object = None  # the data's index labels of the rows used
+    # private: what lazily computed fields need; dropped (after computing them) on pickling
+    _factor: object = field(default=None, repr=False)
+    _rows: object = field(default=None, repr=False)
+    _keep: object = field(default=None, repr=False)
+    _offset: object = field(default=None, repr=False)
+    _frame: object = field(default=None, repr=False)
+    _optimizer: str = field(default="auto", repr=False)
+
+    _LAZY = ("cond_var", "fitted_marginal")
+
+    def __getstate__(self):
+        for name in self._LAZY:  # compute what needs the factorization or the rows
+            getattr(self, name)
+        state = self.__dict__.copy()
+        state.update(_factor=None, _rows=None, _frame=None)
+        return state
+
+    # ----- refitting and inference -------------------------------------------------------
+    def refit_ml(self) -> LmerFit:
+        """The same model fitted by maximum likelihood (what anova() compares)."""
+        if not self.reml:
+            return self
+        if self._frame is None:
+            raise RuntimeError("refit_ml() needs the data, which a fit loaded from disk has not")
+        from ._lmer import _fit
+
+        fit = _fit(self.formula, self._frame, False, self._optimizer)
+        fit.data_name, fit.weights_name = self.data_name, self.weights_name
+        fit.offset_name = self.offset_name
+        return fit
+
+    def confint(self, method: str = "wald", level: float = 0.95) -> pd.DataFrame:
+        """Confidence intervals, as lme4's confint(): method "wald" for the fixed effects."""
+        from ._inference import confint_wald
+
+        if method.lower() == "wald":
+            return confint_wald(self, level)
+        raise ValueError(
+            f"method {method!r} is not available; use method='wald' (profile and parametric "
+            "bootstrap intervals are not implemented yet)"
+        )
 
     # ----- fixed effects -------------------------------------------------------------
     @property
@@ -162,14 +217,89 @@ class LmerFit:
             start += k
         return out
 
-    # ----- residuals -------------------------------------------------------------------
+    @cached_property
+    def cond_var(self) -> dict[str, np.ndarray]:
+        """Conditional covariance of the random effects per level, Var(b_j | y) =
+        sigma^2 T (A^{-1})_jj T': factor -> (levels, q, q) in `ranef` order (lme4's
+        attr(ranef(fit, condVar = TRUE)[[g]], "postVar"); terms of one factor stacked)."""
+        blocks = self._factor.inverse_blocks()
+        out: dict[str, list[np.ndarray]] = {}
+        for t, T, Ainv in zip(self.terms, self._Ts(), blocks):
+            V = self.sigma**2 * (T @ Ainv @ T.T)[t.order]
+            out.setdefault(t.group, []).append(V)
+        return {g: v[0] if len(v) == 1 else _blockdiag_stack(v) for g, v in out.items()}
+
+    def ranef_table(self) -> pd.DataFrame:
+        """Conditional modes with conditional SDs, as R's as.data.frame(ranef(fit, condVar =
+        TRUE)): columns grpvar, term, grp, condval, condsd."""
+        frames = []
+        for g, modes in self.ranef.items():
+            sd = np.sqrt(np.diagonal(self.cond_var[g], axis1=1, axis2=2))
+            for k, term in enumerate(modes.columns):
+                frames.append(
+                    pd.DataFrame(
+                        {"grpvar": g, "term": term, "grp": modes.index.astype(str),
+                         "condval": modes[term].to_numpy(), "condsd": sd[:, k]}
+                    )
+                )  # fmt: skip
+        return pd.concat(frames, ignore_index=True)
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Per-level coefficients, fixed plus random (lme4's coef()): factor -> DataFrame."""
+        out = {}
+        for g, modes in self.ranef.items():
+            df = pd.DataFrame(
+                np.tile(self.beta, (len(modes), 1)), index=modes.index, columns=self.xnames
+            )
+            for col in modes.columns:
+                df[col] = (df[col] if col in df else 0.0) + modes[col].to_numpy()
+            out[g] = df[[*self.xnames, *[c for c in modes.columns if c not in self.xnames]]]
+        return out
+
+    def icc(self) -> pd.Series:
+        """Intra-class correlation of each random intercept: tau_k^2 / (sum tau^2 + sigma^2),
+        the correlation of two observations that share only a level of factor k (with one
+        random intercept, tau^2 / (tau^2 + sigma^2), as in the lecture notes).  With random
+        slopes it is the correlation at covariate value 0."""
+        vc = self.varcorr
+        ints = vc[(vc["var1"] == "(Intercept)") & vc["var2"].isna() & (vc["grp"] != "Residual")]
+        total = ints["vcov"].sum() + self.sigma**2
+        return pd.Series(ints["vcov"].to_numpy() / total, index=ints["grp"].to_numpy(), name="ICC")
+
+    # ----- fitted values and residuals ----------------------------------------------------
+    def fitted(self) -> pd.Series:
+        """Conditional fitted values X beta + Z b (+ offset), indexed as the rows used."""
+        return pd.Series(self.fitted_values, index=self.row_index, name="fitted")
+
+    @cached_property
+    def fitted_marginal(self) -> np.ndarray:
+        """Population-level fitted values X beta (+ offset), lme4's predict(re.form = NA)."""
+        zeros = [np.zeros_like(t.b) for t in self.terms]  # b = 0: in any level order
+        return self._rows.fitted(self._keep, self.beta, zeros, self._offset)
+
+    def residuals(
+        self, type: str = "response", scaled: bool = False, marginal: bool = False
+    ) -> pd.Series:
+        """Residuals, as lme4's residuals(fit, type, scaled).
+
+        type "response": y - fitted; "pearson": sqrt(w) (y - fitted).  scaled: divided by
+        sigma.  marginal=True gives y - X beta (the marginal residuals, with the random
+        effects not subtracted) instead of the conditional y - X beta - Z b.
+        """
+        if type not in ("response", "pearson"):
+            raise ValueError(f"type must be 'response' or 'pearson', not {type!r}")
+        fit = self.fitted_marginal if marginal else self.fitted_values
+        r = self.response - fit
+        if type == "pearson" and self.weights is not None:
+            r = r * np.sqrt(self.weights)
+        if scaled:
+            r = r / self.sigma
+        return pd.Series(r, index=self.row_index, name="residuals")
+
     @property
     def scaled_residuals(self) -> np.ndarray:
         """Pearson residuals over sigma (lme4's residuals(fit, "pearson", scaled = TRUE))."""
-        r = self.response - self.fitted_values
-        if self.weights is not None:
-            r = r * np.sqrt(self.weights)
-        return r / self.sigma
+        return self.residuals("pearson", scaled=True).to_numpy()
 
     def summary(self):
         """An object whose str() is laid out as lme4's summary()."""

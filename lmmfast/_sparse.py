@@ -62,6 +62,24 @@ class SparseFactor:
         self._S = self.chol.solve(M)
         return self.chol.logdet(), M.T @ self._S
 
+    def inverse_blocks(self, batch: int = 256) -> list[np.ndarray]:
+        """Diagonal blocks of A^{-1} per term, (l, q, q), by solving for unit vectors in
+        batches (each batch: whole levels, at most `batch` columns)."""
+        out = []
+        for k, t in enumerate(self.terms):
+            blocks = np.empty((t.nlevels, t.q, t.q))
+            per = max(1, batch // t.q)
+            for j0 in range(0, t.nlevels, per):
+                j1 = min(t.nlevels, j0 + per)
+                cols = np.arange(self.off[k] + j0 * t.q, self.off[k] + j1 * t.q)
+                E = np.zeros((int(self.off[-1]), len(cols)))
+                E[cols, np.arange(len(cols))] = 1.0
+                X = self.chol.solve(E)[cols].reshape(j1 - j0, t.q, j1 - j0, t.q)
+                lv = np.arange(j1 - j0)
+                blocks[j0:j1] = X[lv, :, lv, :]
+            out.append(blocks)
+        return out
+
     def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
         """u = (Lambda'Z'WZ Lambda + I)^{-1} Lambda'Z'W(y - X beta) for the last update."""
         u = self._S[:, -1] - self._S[:, :-1] @ beta

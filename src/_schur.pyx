@@ -114,3 +114,35 @@ cdef void scalar_schur(
                     rhs[re, c] = rhs[re, c] - we * c1[j, 0, c]
                 for f in range(ptr[j], e + 1):  # row[f] <= row[e]
                     S[re, row[f]] = S[re, row[f]] - we * W[ooff[f]]
+
+
+def condvar_first(
+    const int64_t[::1] ptr,
+    const int64_t[::1] row,
+    const int64_t[::1] qe,
+    const int64_t[::1] ooff,
+    const double[::1] W,
+    const double[:, ::1] Sinv,
+    double[:, :, ::1] out,
+):
+    """out[j] += sum_{e, f at level j} W_e' Sinv[rows of e, rows of f] W_f   (q1 x q1).
+
+    With out[j] = I on entry this is I + L21_j' S^{-1} L21_j; the diagonal block j of
+    A^{-1} is then L11_j^{-T} out[j] L11_j^{-1} (A^{-1} = L^{-T} L^{-1}, L block lower).
+    """
+    cdef Py_ssize_t nlev = out.shape[0], q1 = out.shape[1]
+    cdef Py_ssize_t j, e, f, a, b, c, d
+    cdef double acc
+    with nogil:
+        for j in range(nlev):
+            for e in range(ptr[j], ptr[j + 1]):
+                for f in range(ptr[j], ptr[j + 1]):
+                    for a in range(q1):
+                        for b in range(q1):
+                            acc = 0.0
+                            for c in range(qe[e]):
+                                for d in range(qe[f]):
+                                    acc = acc + (W[ooff[e] + c * q1 + a]
+                                                 * Sinv[row[e] + c, row[f] + d]
+                                                 * W[ooff[f] + d * q1 + b])
+                            out[j, a, b] = out[j, a, b] + acc

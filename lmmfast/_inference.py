@@ -1,0 +1,65 @@
+"""Inference after the fit: confidence intervals and likelihood-ratio tests, as lme4's
+confint(method = "Wald") and anova()."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def confint_wald(fit, level: float = 0.95) -> pd.DataFrame:
+    """Wald intervals beta +- z_{(1+level)/2} SE for the fixed effects (lme4 gives NA for the
+    variance parameters with method = "Wald"; they are left out here)."""
+    _check_level(level)
+    z = stats.norm.ppf(0.5 + level / 2)
+    est, se = fit.fixef.to_numpy(), fit.se.to_numpy()
+    return pd.DataFrame(
+        {_pct(0.5 - level / 2): est - z * se, _pct(0.5 + level / 2): est + z * se},
+        index=fit.xnames,
+    )
+
+
+def anova(*fits, refit: bool = True) -> pd.DataFrame:
+    """Likelihood-ratio tests of nested models, as lme4's anova(fit0, fit1, ...).
+
+    Models are ordered by their number of parameters.  REML fits are refitted by maximum
+    likelihood first (with a message), since REML criteria of models with different fixed
+    effects are not comparable; pass refit=False to compare REML fits of models that
+    differ only in their random effects.
+    """
+    if len(fits) < 2:
+        raise ValueError("anova() compares two or more fits; pass them all, e.g. anova(f0, f1)")
+    nobs = {f.nobs for f in fits}
+    if len(nobs) > 1:
+        raise ValueError(f"the models were fitted to different numbers of rows ({sorted(nobs)})")
+    if refit and any(f.reml for f in fits):
+        warnings.warn("refitting model(s) with ML (instead of REML)", UserWarning, stacklevel=2)
+        fits = [f.refit_ml() if f.reml else f for f in fits]
+    fits = sorted(fits, key=lambda f: f.npar)
+    rows = []
+    for k, f in enumerate(fits):
+        row = {"npar": f.npar, "AIC": f.aic, "BIC": f.bic, "logLik": f.loglik,
+               "deviance": f.objective if not f.reml else -2 * f.loglik}  # fmt: skip
+        if k == 0:
+            row.update({"Chisq": np.nan, "Df": np.nan, "Pr(>Chisq)": np.nan})
+        else:
+            prev = fits[k - 1]
+            chisq = max(0.0, 2 * (f.loglik - prev.loglik))
+            df = f.npar - prev.npar
+            p = stats.chi2.sf(chisq, df) if df > 0 else np.nan
+            row.update({"Chisq": chisq, "Df": df, "Pr(>Chisq)": p})
+        rows.append(row)
+    return pd.DataFrame(rows, index=[f.formula for f in fits])
+
+
+def _check_level(level: float) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, not {level}")
+
+
+def _pct(p: float) -> str:
+    """R's column names for interval limits: '2.5 %', '97.5 %'."""
+    return f"{100 * p:.3g} %"

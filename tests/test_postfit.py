@@ -1,0 +1,125 @@
+"""After the fit: fitted values, residuals, conditional SDs, ICC, Wald intervals, LRT.
+
+Source of the expected numbers: tests/reference/refs_lme4.json (lme4 1.1-31; fields
+fitted, resid, fitted_marginal, ranef condval/condsd, confint_wald), made by
+tests/reference/refs_lme4.R; the RIKZ ICC (0.48) and the LRT (Chisq 7.173, Df 2,
+p 0.02769) from the issue's lme4 output.  Tolerance for these deterministic quantities:
+1e-4 relative.
+"""
+
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REFS, load_reference_data
+
+import lmmfast
+
+REL = 1e-4
+MODELS = sorted(REFS)
+
+
+def _fit(key, **kw):
+    m = REFS[key]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return lmmfast.lmer(m["formula"], load_reference_data(m["data"]), REML=m["REML"], **kw)
+
+
+@pytest.mark.parametrize("key", MODELS)
+def test_fitted_residuals_and_marginal_fitted(key):
+    fit, m = _fit(key), REFS[key]
+    scale = np.abs(m["fitted"]).max()
+    np.testing.assert_allclose(fit.fitted().to_numpy(), m["fitted"], rtol=REL, atol=REL * scale)
+    np.testing.assert_allclose(fit.residuals().to_numpy(), m["resid"], rtol=0, atol=REL * scale)
+    np.testing.assert_allclose(fit.fitted_marginal, m["fitted_marginal"], rtol=REL)
+    marginal = fit.residuals(marginal=True).to_numpy()
+    np.testing.assert_allclose(
+        marginal, fit.response - np.array(m["fitted_marginal"]), atol=REL * scale
+    )
+    np.testing.assert_allclose(
+        fit.residuals("pearson", scaled=True).to_numpy(), np.array(m["resid"]) / m["sigma"],
+        rtol=0, atol=REL * scale / m["sigma"],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("key", MODELS)
+def test_ranef_table_with_conditional_sds(key):
+    fit, ref = _fit(key), pd.DataFrame(REFS[key]["ranef"])
+    got = fit.ranef_table()
+    assert list(got.columns) == ["grpvar", "term", "grp", "condval", "condsd"]
+    assert (
+        got[["grpvar", "term", "grp"]].values.tolist()
+        == ref[["grpvar", "term", "grp"]].values.tolist()
+    )
+    scale = max(ref.condval.abs().max(), 1e-8)
+    np.testing.assert_allclose(got.condval, ref.condval, rtol=REL, atol=REL * scale)
+    np.testing.assert_allclose(got.condsd, ref.condsd, rtol=REL, atol=1e-10)
+
+
+@pytest.mark.parametrize("key", ["penicillin_crossed_reml", "pastes_nested_reml"])
+def test_conditional_sds_by_cholmod_agree(key, monkeypatch):
+    from lmmfast import _blocked, _crossed
+
+    monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)
+    monkeypatch.setattr(_crossed, "MAX_DENSE", 0)
+    fit, ref = _fit(key), pd.DataFrame(REFS[key]["ranef"])
+    assert fit.factorization == "cholmod"
+    np.testing.assert_allclose(fit.ranef_table().condsd, ref.condsd, rtol=REL, atol=1e-10)
+
+
+@pytest.mark.parametrize("key", MODELS)
+def test_wald_intervals(key):
+    fit, m = _fit(key), REFS[key]
+    ci = fit.confint("wald")
+    assert list(ci.columns) == ["2.5 %", "97.5 %"]
+    np.testing.assert_allclose(ci.to_numpy(), np.atleast_2d(m["confint_wald"]), rtol=REL)
+
+
+def test_icc_of_the_lecture_notes():
+    fit = _fit("rikz_int_reml")
+    assert fit.icc()["Beach"] == pytest.approx(8.6675183 / (8.6675183 + 9.3621916), rel=1e-5)
+    assert round(fit.icc()["Beach"], 2) == 0.48
+
+
+def test_coef_adds_random_to_fixed_effects():
+    fit = _fit("sleep_slope_reml")
+    coef = fit.coef()["Subject"]
+    np.testing.assert_allclose(coef["Days"], fit.fixef["Days"] + fit.ranef["Subject"]["Days"])
+    assert list(coef.columns) == ["(Intercept)", "Days"]
+
+
+def test_likelihood_ratio_test_of_the_issue():
+    f0, f1 = _fit("rikz_int_ml"), _fit("rikz_slope_ml")
+    table = lmmfast.anova(f1, f0)  # any order: sorted by number of parameters
+    row = table.iloc[1]
+    assert row["Chisq"] == pytest.approx(7.173, abs=5e-4)
+    assert row["Df"] == 2
+    assert row["Pr(>Chisq)"] == pytest.approx(0.02769, abs=5e-6)
+    assert list(table.columns) == [
+        "npar",
+        "AIC",
+        "BIC",
+        "logLik",
+        "deviance",
+        "Chisq",
+        "Df",
+        "Pr(>Chisq)",
+    ]
+
+
+def test_anova_refits_reml_fits_with_ml():
+    with pytest.warns(UserWarning, match="refitting model"):
+        table = lmmfast.anova(_fit("rikz_int_reml"), _fit("rikz_slope_reml"))
+    assert table.iloc[1]["Chisq"] == pytest.approx(7.173, abs=5e-4)
+
+
+def test_lazy_fields_survive_pickling():
+    fit = _fit("penicillin_crossed_reml")
+    back = pickle.loads(pickle.dumps(fit))
+    pd.testing.assert_frame_equal(back.ranef_table(), fit.ranef_table())
+    np.testing.assert_array_equal(back.fitted_marginal, fit.fitted_marginal)
+    with pytest.raises(RuntimeError, match="needs the data"):
+        back.refit_ml()
