@@ -212,9 +212,9 @@ def _evaluate(expr: str, frame: pd.DataFrame) -> np.ndarray:
 
 
 def _term(rt, frame: pd.DataFrame, formula: str) -> ReTerm:
-    Zcols, cnames, _ = _model_columns(rt.expr, frame, formula)
+    Zcols, cnames, spec = _model_columns(rt.expr, frame, formula)
     codes, labels, order = encode_groups(frame, rt.factors)
-    return ReTerm(rt.label, cnames, codes, labels, order, Zcols)
+    return ReTerm(rt.label, cnames, codes, labels, order, Zcols, spec, tuple(rt.factors))
 
 
 def _model_columns(expr: str, frame: pd.DataFrame, formula: str):
@@ -238,6 +238,37 @@ def _model_columns(expr: str, frame: pd.DataFrame, formula: str):
     cols = [M[:, j] for j in range(M.shape[1])]
     _check_finite(cols, names)
     return cols, names, mm.model_spec
+
+
+def evaluate_columns(spec, data: pd.DataFrame) -> list[np.ndarray]:
+    """The model columns that `spec` (from _model_columns) describes, on new data."""
+    if isinstance(spec, tuple) and spec[0] == "columns":
+        _, intercept, names = spec
+        for c in names:
+            if c not in data.columns:
+                raise MissingColumnError(c, data.columns)
+        cols = [data[c].to_numpy(dtype=np.float64) for c in names]
+        return ([np.broadcast_to(np.float64(1.0), (len(data),))] if intercept else []) + cols
+    try:
+        M = np.asfortranarray(spec.get_model_matrix(data, na_action="ignore").to_numpy(float))
+    except Exception as e:  # formulaic: a missing column, an unknown level, ...
+        missing = [v for v in spec.required_variables if v not in data.columns]
+        if missing:
+            raise MissingColumnError(sorted(missing)[0], data.columns) from None
+        raise DataError(f"cannot evaluate the model on the new data: {e}") from None
+    return [M[:, j] for j in range(M.shape[1])]
+
+
+def group_labels(data: pd.DataFrame, factors: tuple) -> np.ndarray:
+    """The grouping factor's level labels on (new) data, as encode_groups labels them."""
+    for f in factors:
+        if f not in data.columns:
+            raise MissingColumnError(f, data.columns)
+    parts = [data[f].astype(str).to_numpy(dtype=object) for f in factors]
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + ":" + p
+    return out
 
 
 def _plain_columns(expr: str, frame: pd.DataFrame):

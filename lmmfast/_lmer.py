@@ -101,6 +101,7 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str) -> LmerFit
         )
     fit = _package(formula, REML, frame, rows, keep, dev, opt, dropped, None)
     fit._frame, fit._optimizer = frame, optimizer
+    fit._fixed_spec = frame.fixed_spec
     return fit
 
 
@@ -113,7 +114,16 @@ def _package(formula, reml, frame: ModelFrame, rows: RowData, keep, dev, opt, dr
     bs = [u @ T.T for T, u in zip(dev.Ts(opt.theta), us)]  # b_j = T u_j for each level j
     fitted = rows.fitted(keep, beta, bs, frame.offset)
     infos = [
-        TermInfo(t.group, t.cnames, t.levels[t.order], b[t.order], t.theta_lower(), t.order)
+        TermInfo(
+            t.group,
+            t.cnames,
+            t.levels[t.order],
+            b[t.order],
+            t.theta_lower(),
+            t.order,
+            t.spec,
+            t.factors,
+        )  # fmt: skip
         for t, b in zip(frame.terms, bs)
     ]
     return LmerFit(

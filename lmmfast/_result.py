@@ -35,6 +35,8 @@ class TermInfo:
     b: np.ndarray  # (l, q) conditional modes, rows in `levels` order
     theta_lower: np.ndarray
     order: np.ndarray  # internal level order -> R's order (levels = internal[order])
+    spec: object = None  # to evaluate the term's columns on new data
+    factors: tuple = ()  # grouping columns
 
     @property
     def q(self) -> int:
@@ -82,6 +84,7 @@ class LmerFit:
     _offset: object = field(default=None, repr=False)
     _frame: object = field(default=None, repr=False)
     _optimizer: str = field(default="auto", repr=False)
+    _fixed_spec: object = field(default=None, repr=False)
 
     _LAZY = ("cond_var", "fitted_marginal")
 
@@ -91,6 +94,20 @@ class LmerFit:
         state = self.__dict__.copy()
         state.update(_factor=None, _rows=None, _frame=None)
         return state
+
+    # ----- prediction ----------------------------------------------------------------------
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False) -> pd.Series:
+        """Predictions, as lme4's predict(fit, newdata, re.form, allow.new.levels).
+
+        re_form: None uses every random-effects term; "~0" (or "NA") none, i.e. the
+        population level X beta; a formula such as "~(1 | Subject)" the terms it names.
+        Rows of newdata at levels the fit has not seen raise NewLevelsError unless
+        allow_new_levels, when they get the population-level prediction for that term.
+        Rows with missing values predict NaN.
+        """
+        from ._predict import predict
+
+        return predict(self, newdata, re_form, allow_new_levels)
 
     # ----- refitting and inference -------------------------------------------------------
     def refit_ml(self) -> LmerFit:

@@ -30,6 +30,8 @@ class ReTerm:
     levels: np.ndarray  # (l,) level labels as strings, in first-appearance order
     order: np.ndarray  # (l,) permutation putting `levels` in R's factor order
     Zcols: list[np.ndarray] = field(repr=False)  # q model columns, each (n,)
+    spec: object = None  # how to evaluate the columns on new data (see _frame.model_columns)
+    factors: tuple = ()  # the data columns whose interaction is the grouping factor
 
     @property
     def Zt(self) -> np.ndarray:
