@@ -22,6 +22,48 @@ def confint_wald(fit, level: float = 0.95) -> pd.DataFrame:
     )
 
 
+def parameters(fit) -> pd.Series:
+    """The parameters as lme4's confint(oldNames = FALSE) names them: per term sd_x|g and
+    cor_x.y|g (column-major, as theta), then sigma, then the fixed effects."""
+    names, values = [], []
+    seen: dict[str, int] = {}
+    for t, T in zip(fit.terms, fit._Ts()):
+        k = seen.get(t.group, 0)
+        seen[t.group] = k + 1
+        S = fit.sigma**2 * T @ T.T
+        sd = np.sqrt(np.diag(S))
+        for j in range(t.q):
+            for i in range(j, t.q):
+                if i == j:
+                    names.append(f"sd_{t.cnames[i]}|{t.group}")
+                    values.append(sd[i])
+                else:
+                    names.append(f"cor_{t.cnames[i]}.{t.cnames[j]}|{t.group}")
+                    values.append(S[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan)
+    names.append("sigma")
+    values.append(fit.sigma)
+    return pd.Series(values + list(fit.beta), index=names + list(fit.xnames))
+
+
+def confint_boot(fit, level: float, nsim: int, seed) -> pd.DataFrame:
+    """Parametric bootstrap: refit to nsim simulated responses, percentile intervals."""
+    _check_level(level)
+    if nsim < 2:
+        raise ValueError("a bootstrap needs nsim >= 2 simulations")
+    sims = fit.simulate(nsim, seed)
+    draws = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # singular or hard refits of simulated data
+        for col in sims:
+            draws.append(parameters(fit.refit(sims[col].to_numpy())).to_numpy())
+    draws = np.array(draws)
+    lo, hi = 0.5 - level / 2, 0.5 + level / 2
+    return pd.DataFrame(
+        {_pct(lo): np.nanquantile(draws, lo, axis=0), _pct(hi): np.nanquantile(draws, hi, axis=0)},
+        index=parameters(fit).index,
+    )
+
+
 def anova(*fits, refit: bool = True) -> pd.DataFrame:
     """Likelihood-ratio tests of nested models, as lme4's anova(fit0, fit1, ...).
 

@@ -67,23 +67,26 @@ def lmer(
     return fit
 
 
-def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str) -> LmerFit:
-    """Build the objective from the model frame, optimize it, package the result."""
+def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None) -> LmerFit:
+    """Build the objective from the model frame, optimize it, package the result.
+
+    like: the factorization of a fit of the same design, whose structure is reused."""
     y = frame.y if frame.offset is None else frame.y - frame.offset
     rows = RowData(frame.terms, frame.Xcols, frame.xnames, y)
     cp = rows.cross_products(frame.weights)
     keep = independent_columns(cp.XtXy[:-1, :-1])
     dropped = [name for j, name in enumerate(frame.xnames) if j not in set(keep)]
     if dropped:
-        warnings.warn(
-            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-            f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
-            RankDeficiencyWarning,
-            stacklevel=3,
-        )
+        if like is None:  # a refit has said so already
+            warnings.warn(
+                f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+                f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
+                RankDeficiencyWarning,
+                stacklevel=3,
+            )
         cp = cp.select(keep)
     ldW = 0.0 if frame.weights is None else float(np.sum(np.log(frame.weights)))
-    dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW)
+    dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW, like=like)
     theta0 = np.concatenate([t.theta_init() for t in frame.terms])
     lower = np.concatenate([t.theta_lower() for t in frame.terms])
     opt = None

@@ -56,11 +56,13 @@ class Decomposition:
 class ProfiledDeviance:
     """phi(theta): the REML criterion or the ML deviance, profiled over beta and sigma."""
 
-    def __init__(self, cp: CrossProducts, terms: list[ReTerm], n: int, reml: bool, ldW: float):
+    def __init__(
+        self, cp: CrossProducts, terms: list[ReTerm], n: int, reml: bool, ldW: float, like=None
+    ):
         self.terms, self.n, self.reml, self.ldW = terms, n, reml, ldW
         self.p = cp.XtXy.shape[0] - 1
         self.XtXy = cp.XtXy
-        self.factor = _choose_factorization(cp, terms)
+        self.factor = _choose_factorization(cp, terms, like)
         cuts = np.cumsum([0] + [t.ntheta for t in terms])
         self.slices = [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
         self.nevals = 0
@@ -117,10 +119,13 @@ class ProfiledDeviance:
         return float(np.sqrt(dec.pwrss / (self.n - self.p if self.reml else self.n)))
 
 
-def _choose_factorization(cp: CrossProducts, terms: list[ReTerm]):
+def _choose_factorization(cp: CrossProducts, terms: list[ReTerm], like=None):
     """One grouping factor: per-level blocks; nested factors with small clusters: per-cluster
     blocks; crossed factors whose smaller factors have few effects: blocked with a dense
-    Schur complement; anything else: CHOLMOD."""
+    Schur complement; anything else: CHOLMOD.  `like`: a factorization of the same design
+    (a refit with another response), whose choice and CHOLMOD analysis are reused."""
+    if isinstance(like, SparseFactor):
+        return SparseFactor(cp, terms, analysis=like.chol)
     if is_block_diagonal(terms):
         return BlockedFactor(cp, terms)
     maps = nesting_maps(terms)

@@ -123,15 +123,55 @@ class LmerFit:
         fit.offset_name = self.offset_name
         return fit
 
-    def confint(self, method: str = "wald", level: float = 0.95) -> pd.DataFrame:
-        """Confidence intervals, as lme4's confint(): method "wald" for the fixed effects."""
-        from ._inference import confint_wald
+    def refit(self, y) -> LmerFit:
+        """The same model fitted to another response (one value per row used), reusing the
+        grouping structure and CHOLMOD's analysis: the fast path for bootstrap and power."""
+        if self._frame is None:
+            raise RuntimeError("refit() needs the data, which a fit loaded from disk has not")
+        from dataclasses import replace
+
+        from ._errors import DataError
+        from ._lmer import _fit
+
+        y = np.array(y, dtype=np.float64).ravel()
+        if y.shape != (self.nobs,):
+            raise DataError(f"refit() needs {self.nobs} responses (one per row used), not {y.size}")
+        if not np.all(np.isfinite(y)):
+            raise DataError("refit() needs finite responses")
+        fit = _fit(self.formula, replace(self._frame, y=y), self.reml, self._optimizer,
+                   like=self._factor)  # fmt: skip
+        fit.data_name, fit.weights_name = self.data_name, self.weights_name
+        fit.offset_name = self.offset_name
+        return fit
+
+    def simulate(self, nsim: int = 1, seed=None) -> pd.DataFrame:
+        """Responses simulated from the fitted model (lme4's simulate()): new random effects
+        b ~ N(0, sigma^2 Lambda Lambda') and errors e ~ N(0, sigma^2 / w); columns sim_1.."""
+        if self._rows is None:
+            raise RuntimeError("simulate() needs the data, which a fit loaded from disk has not")
+        rng = np.random.default_rng(seed)
+        out = {}
+        for k in range(nsim):
+            bs = [rng.standard_normal(t.b.shape) * self.sigma @ T.T
+                  for t, T in zip(self.terms, self._Ts())]  # fmt: skip
+            y = self._rows.fitted(self._keep, self.beta, bs, self._offset)
+            e = rng.standard_normal(self.nobs) * self.sigma
+            out[f"sim_{k + 1}"] = y + (e if self.weights is None else e / np.sqrt(self.weights))
+        return pd.DataFrame(out, index=self.row_index)
+
+    def confint(self, method: str = "wald", level: float = 0.95, nsim: int = 500, seed=None):
+        """Confidence intervals, as lme4's confint() with oldNames = FALSE: method "wald"
+        (fixed effects) or "boot" (parametric bootstrap percentile intervals of every
+        parameter: sd_.., cor_.., sigma, fixed effects; nsim refits from simulate())."""
+        from ._inference import confint_boot, confint_wald
 
         if method.lower() == "wald":
             return confint_wald(self, level)
+        if method.lower() == "boot":
+            return confint_boot(self, level, nsim, seed)
         raise ValueError(
-            f"method {method!r} is not available; use method='wald' (profile and parametric "
-            "bootstrap intervals are not implemented yet)"
+            f"method {method!r} is not available; use 'wald' or 'boot' (profile intervals are "
+            "not implemented yet)"
         )
 
     # ----- fixed effects -------------------------------------------------------------

@@ -23,7 +23,7 @@ class SparseFactor:
 
     kind = "cholmod"
 
-    def __init__(self, cp: CrossProducts, terms: list[ReTerm]):
+    def __init__(self, cp: CrossProducts, terms: list[ReTerm], analysis=None):
         self.terms, self.cp = terms, cp
         sizes = [t.nlevels * t.q for t in terms]
         self.off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -47,7 +47,8 @@ class SparseFactor:
         self.A = sp.csc_matrix(
             (np.ones(len(self.src)), rows[self.src].astype(np.int64), indptr), shape=(nq, nq)
         )
-        self.chol = SymbolicCholesky(self.A)
+        # the pattern depends only on the grouping factors: a refit reuses the analysis
+        self.chol = analysis if analysis is not None else SymbolicCholesky(self.A)
         self._S = None
 
     def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:

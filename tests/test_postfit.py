@@ -123,3 +123,56 @@ def test_lazy_fields_survive_pickling():
     np.testing.assert_array_equal(back.fitted_marginal, fit.fitted_marginal)
     with pytest.raises(RuntimeError, match="needs the data"):
         back.refit_ml()
+
+
+def test_refit_to_the_same_response_reproduces_the_fit():
+    for key in ("sleep_slope_reml", "penicillin_crossed_reml", "pastes_nested_reml"):
+        fit = _fit(key)
+        again = fit.refit(fit.response)
+        assert again.objective == pytest.approx(fit.objective, rel=1e-12)
+        np.testing.assert_allclose(again.theta, fit.theta, atol=1e-6)
+
+
+def test_refit_reuses_cholmods_analysis(monkeypatch):
+    from lmmfast import _blocked, _crossed
+
+    monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)
+    monkeypatch.setattr(_crossed, "MAX_DENSE", 0)
+    fit = _fit("penicillin_crossed_reml")
+    again = fit.refit(fit.response + 1.0)
+    assert again._factor.chol is fit._factor.chol
+    assert again.fixef.iloc[0] == pytest.approx(fit.fixef.iloc[0] + 1.0, rel=1e-8)
+
+
+def test_simulate_is_reproducible_and_has_the_model_variance():
+    fit = _fit("sleep_int_reml")
+    a, b = fit.simulate(400, seed=1), fit.simulate(400, seed=1)
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.columns[:2]) == ["sim_1", "sim_2"] and a.shape == (fit.nobs, 400)
+    # the variance of a simulated response around X beta: tau^2 + sigma^2
+    tau2 = fit.varcorr.vcov.iloc[0]
+    resid = a.to_numpy() - fit.fitted_marginal[:, None]
+    assert resid.var() == pytest.approx(tau2 + fit.sigma**2, rel=0.1)
+
+
+def test_bootstrap_intervals_cover_the_estimates_and_have_lme4s_names():
+    fit = _fit("sleep_slope_reml")
+    ci = fit.confint("boot", nsim=40, seed=3)
+    assert list(ci.index) == [
+        "sd_(Intercept)|Subject",
+        "cor_Days.(Intercept)|Subject",
+        "sd_Days|Subject",
+        "sigma",
+        "(Intercept)",
+        "Days",
+    ]  # as refs_lme4.json's confint_profile names
+    est = lmmfast._inference.parameters(fit)
+    assert ((ci.iloc[:, 0] <= est) & (est <= ci.iloc[:, 1])).all()
+    again = fit.confint("boot", nsim=40, seed=3)
+    pd.testing.assert_frame_equal(ci, again)
+
+
+def test_refit_checks_the_response():
+    fit = _fit("dyestuff_reml")
+    with pytest.raises(lmmfast.DataError, match="needs 30 responses"):
+        fit.refit(np.ones(3))
