@@ -104,7 +104,7 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
         )
     fit = _package(formula, REML, frame, rows, keep, dev, opt, dropped, None)
     fit._frame, fit._optimizer = frame, optimizer
-    fit._fixed_spec = frame.fixed_spec
+    fit._fixed_spec, fit._dev = frame.fixed_spec, dev
     return fit
 
 

@@ -85,6 +85,7 @@ class LmerFit:
     _frame: object = field(default=None, repr=False)
     _optimizer: str = field(default="auto", repr=False)
     _fixed_spec: object = field(default=None, repr=False)
+    _dev: object = field(default=None, repr=False)  # the objective (Satterthwaite's df)
 
     _LAZY = ("cond_var", "fitted_marginal")
 
@@ -92,7 +93,7 @@ class LmerFit:
         for name in self._LAZY:  # compute what needs the factorization or the rows
             getattr(self, name)
         state = self.__dict__.copy()
-        state.update(_factor=None, _rows=None, _frame=None)
+        state.update(_factor=None, _rows=None, _frame=None, _dev=None)
         return state
 
     # ----- prediction ----------------------------------------------------------------------
@@ -158,6 +159,23 @@ class LmerFit:
             e = rng.standard_normal(self.nobs) * self.sigma
             out[f"sim_{k + 1}"] = y + (e if self.weights is None else e / np.sqrt(self.weights))
         return pd.DataFrame(out, index=self.row_index)
+
+    def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
+        """Estimate, Std. Error, t value, and with ddf="satterthwaite" also df and
+        Pr(>|t|) (lmerTest's summary(fit, ddf = "Satterthwaite"))."""
+        if ddf is None:
+            est, se = self.fixef.to_numpy(), self.se.to_numpy()
+            return pd.DataFrame(
+                {"Estimate": est, "Std. Error": se, "t value": est / se}, index=self.xnames
+            )
+        if str(ddf).lower() == "satterthwaite":
+            from ._satterthwaite import satterthwaite_table
+
+            return satterthwaite_table(self)
+        raise ValueError(
+            f"ddf must be None or 'satterthwaite', not {ddf!r} (Kenward-Roger is not "
+            "implemented yet)"
+        )
 
     def confint(self, method: str = "wald", level: float = 0.95, nsim: int = 500, seed=None):
         """Confidence intervals, as lme4's confint() with oldNames = FALSE: method "wald"
@@ -358,11 +376,12 @@ class LmerFit:
         """Pearson residuals over sigma (lme4's residuals(fit, "pearson", scaled = TRUE))."""
         return self.residuals("pearson", scaled=True).to_numpy()
 
-    def summary(self):
-        """An object whose str() is laid out as lme4's summary()."""
+    def summary(self, ddf: str | None = None):
+        """An object whose str() is laid out as lme4's summary(); ddf="satterthwaite" adds
+        df and p-values as lmerTest's summary(fit, ddf = "Satterthwaite")."""
         from ._summary import LmerSummary
 
-        return LmerSummary(self)
+        return LmerSummary(self, ddf)
 
     def __repr__(self) -> str:
         crit = "REML criterion" if self.reml else "deviance"

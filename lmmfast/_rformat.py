@@ -105,3 +105,52 @@ def char_matrix(header: list[str], rows: list[list[str]], right: bool = False) -
             cells.append(r[k].rjust(widths[k]) if right else r[k].ljust(widths[k]))
         lines.append(" ".join(cells))
     return lines
+
+
+def format_sci(xs, digits: int) -> list[str]:
+    """R's scientific format of a vector: common mantissa digits (trailing zeros dropped),
+    two-digit exponent: 7.77e-06, 9.9e-08."""
+    xs = [float(x) for x in xs]
+    sig = 1
+    for x in xs:
+        m = f"{abs(x):.{digits - 1}e}".split("e")[0].replace(".", "").rstrip("0")
+        sig = max(sig, len(m))
+    out = []
+    for x in xs:
+        mant, exp = f"{x:.{sig - 1}e}".split("e")
+        out.append(f"{mant}e{int(exp):+03d}")
+    width = max(len(s) for s in out)
+    return [s.rjust(width) for s in out]
+
+
+def format_pval(pv, digits: int = 3, eps: float = 2.220446e-16) -> list[str]:
+    """R's format.pval: fixed notation down to 1e-4 (one group), scientific below (another),
+    '<2e-16' under eps."""
+    pv = np.asarray(pv, dtype=float)
+    out = [""] * len(pv)
+    is0 = pv < eps
+    expo = np.floor(np.log10(np.where(pv > 0, pv, 1.0)))
+    fixp = ~is0 & ((expo >= -3) | ((expo == -4) & (digits > 1)))
+    sci = ~is0 & ~fixp
+    for mask, fmt in (
+        (fixp, lambda v: format_num(v, digits)),
+        (sci, lambda v: format_sci(v, digits)),
+    ):
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            for i, s in zip(idx, fmt(pv[idx])):
+                out[i] = s.strip()
+    if is0.any():  # "<2e-16", or "< 2e-16" beside wider p-values
+        nc = max((len(out[i]) for i in np.flatnonzero(~is0)), default=0)
+        sep = "" if nc <= 6 else " "
+        for i in np.flatnonzero(is0):
+            out[i] = "<" + sep + "2e-16"
+    return out
+
+
+def signif_stars(pv) -> list[str]:
+    """R's significance stars: *** <= 0.001 < ** <= 0.01 < * <= 0.05 < . <= 0.1."""
+    cuts = [(0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")]
+    stars = [next((s for c, s in cuts if p <= c), " ") for p in pv]
+    width = max(len(s) for s in stars)
+    return [s.ljust(width) for s in stars]

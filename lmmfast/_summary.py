@@ -13,19 +13,25 @@ from ._rformat import (
     abbreviate,
     char_matrix,
     format_num,
+    format_pval,
     named_vector,
+    signif_stars,
     zapsmall,
 )
 
 DIGITS = 4
 MAX_CORR_P = 12  # lme4 prints the correlation of fixed effects only for p <= 12
+LEGEND = "---\nSignif. codes:  0 ‘***’ 0.001 ‘**’ 0.01 ‘*’ 0.05 ‘.’ 0.1 ‘ ’ 1"  # noqa: E501
 
 
 class LmerSummary:
-    """lme4's summary of a fit; ``str()`` gives the printout."""
+    """lme4's summary of a fit; ``str()`` gives the printout.  With ddf="satterthwaite",
+    lmerTest's: df and Pr(>|t|) in the coefficient table."""
 
-    def __init__(self, fit):
+    def __init__(self, fit, ddf: str | None = None):
         self.fit = fit
+        self.coefficients = fit.coef_table(ddf)  # raises for an unknown ddf
+        self.ddf = ddf
 
     def __str__(self) -> str:
         blocks = [
@@ -47,7 +53,19 @@ class LmerSummary:
     def _title(self) -> str:
         fit = self.fit
         method = "REML" if fit.reml else "maximum likelihood "
-        lines = [f"Linear mixed model fit by {method} ['lmerMod']", f"Formula: {fit.formula}"]
+        if self.ddf is None:
+            title = [f"Linear mixed model fit by {method} ['lmerMod']"]
+        elif fit.reml:  # lmerTest's title, wrapped by strwrap(78) + cat(fill = TRUE)
+            title = [
+                "Linear mixed model fit by REML. t-tests use Satterthwaite's method [",
+                "lmerModLmerTest]",
+            ]
+        else:
+            title = [
+                "Linear mixed model fit by maximum likelihood . t-tests use Satterthwaite's",
+                "  method [lmerModLmerTest]",
+            ]
+        lines = [*title, f"Formula: {fit.formula}"]
         if fit.data_name:
             lines.append(f"   Data: {fit.data_name}")
         if fit.weights_name:
@@ -121,12 +139,21 @@ class LmerSummary:
         return "Random effects:\n" + "\n".join(lines)
 
     def _fixed(self) -> str:
-        fit = self.fit
-        est, se = fit.fixef.to_numpy(), fit.se.to_numpy()
-        tval = est / se
-        return "Fixed effects:\n" + "\n".join(
-            coef_table(list(fit.xnames), [est, se], [tval], ["Estimate", "Std. Error", "t value"])
-        )
+        fit, ct = self.fit, self.coefficients
+        est, se, tval = (ct[c].to_numpy() for c in ("Estimate", "Std. Error", "t value"))
+        if self.ddf is None:
+            return "Fixed effects:\n" + "\n".join(
+                coef_table(
+                    list(fit.xnames), [est, se], [tval], ["Estimate", "Std. Error", "t value"]
+                )
+            )
+        p = ct["Pr(>|t|)"].to_numpy()
+        lines = coef_table(
+            list(fit.xnames), [est, se, ct["df"].to_numpy()], [tval],
+            ["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"], pvalues=p,
+        )  # fmt: skip
+        text = "Fixed effects:\n" + "\n".join(lines)
+        return text + ("\n" + LEGEND if np.any(p < 0.1) else "")
 
     def _correlation(self) -> str | None:
         fit = self.fit
@@ -159,8 +186,9 @@ class LmerSummary:
         return "\n".join(lines) + "\n\n" if lines else ""  # lme4 ends the block with a blank line
 
 
-def coef_table(names, coef_cols, test_cols, header) -> list[str]:
-    """R's printCoefmat for estimate/SE columns and test-statistic columns (no p-values)."""
+def coef_table(names, coef_cols, test_cols, header, pvalues=None) -> list[str]:
+    """R's printCoefmat: estimate/SE(/df) columns formatted jointly, test statistics, and
+    optionally p-values (format.pval) with significance stars."""
     digits = DIGITS
     cs = np.column_stack(coef_cols)
     acs = np.abs(cs[np.isfinite(cs) & (cs != 0)])
@@ -171,5 +199,10 @@ def coef_table(names, coef_cols, test_cols, header) -> list[str]:
     dig_tst = max(1, min(5, digits - 1))
     for t in test_cols:
         cols.append(format_num(np.round(t, dig_tst), digits))
+    if pvalues is not None:
+        cols.append(format_pval(pvalues))
+        if np.any(np.asarray(pvalues) < 0.1):
+            cols.append(signif_stars(pvalues))
+            header = [*header, ""]
     rows = [[names[i]] + [c[i] for c in cols] for i in range(len(names))]
     return char_matrix([""] + header, rows, right=True)

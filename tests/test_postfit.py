@@ -176,3 +176,35 @@ def test_refit_checks_the_response():
     fit = _fit("dyestuff_reml")
     with pytest.raises(lmmfast.DataError, match="needs 30 responses"):
         fit.refit(np.ones(3))
+
+
+SATT = [k for k in MODELS if "satterthwaite" in REFS[k]]
+
+
+@pytest.mark.parametrize("key", SATT)
+def test_satterthwaite_df_and_p_values_match_lmertest(key):
+    # refs_lme4.json "satterthwaite": lmerTest 3.1-3, summary(fit, ddf = "Satterthwaite")
+    fit, m = _fit(key), REFS[key]
+    table = fit.coef_table("satterthwaite")
+    assert list(table.columns) == ["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
+    np.testing.assert_allclose(table["df"], np.atleast_1d(m["satterthwaite"]["df"]), rtol=REL)
+    np.testing.assert_allclose(table["Pr(>|t|)"], np.atleast_1d(m["satterthwaite"]["p"]), rtol=REL)
+
+
+def test_satterthwaite_cost_does_not_depend_on_rows():
+    # the derivatives read the cross-products only: 4x the rows, the same evaluations
+    import time
+
+    rng = np.random.default_rng(0)
+
+    def data(n):
+        g = rng.integers(0, 50, n)
+        return {"y": rng.normal(size=n) + rng.normal(size=50)[g], "x": rng.normal(size=n), "g": g}
+
+    times = []
+    for n in (50_000, 200_000):
+        fit = lmmfast.lmer("y ~ x + (1 | g)", data(n))
+        t0 = time.perf_counter()
+        fit.coef_table("satterthwaite")
+        times.append(time.perf_counter() - t0)
+    assert times[1] < 3 * times[0] + 0.05  # generous: no O(n) work inside
