@@ -161,8 +161,9 @@ class LmerFit:
         return pd.DataFrame(out, index=self.row_index)
 
     def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
-        """Estimate, Std. Error, t value, and with ddf="satterthwaite" also df and
-        Pr(>|t|) (lmerTest's summary(fit, ddf = "Satterthwaite"))."""
+        """Estimate, Std. Error, t value; with ddf="satterthwaite" or "kenward-roger" also
+        df and Pr(>|t|), as lmerTest's summary(fit, ddf = ...) (Kenward-Roger's Std. Error
+        is the adjusted one, as pbkrtest's vcovAdj)."""
         if ddf is None:
             est, se = self.fixef.to_numpy(), self.se.to_numpy()
             return pd.DataFrame(
@@ -172,10 +173,11 @@ class LmerFit:
             from ._satterthwaite import satterthwaite_table
 
             return satterthwaite_table(self)
-        raise ValueError(
-            f"ddf must be None or 'satterthwaite', not {ddf!r} (Kenward-Roger is not "
-            "implemented yet)"
-        )
+        if str(ddf).lower().replace("_", "-") in ("kenward-roger", "kr"):
+            from ._kenward_roger import kenward_roger_table
+
+            return kenward_roger_table(self)
+        raise ValueError(f"ddf must be None, 'satterthwaite' or 'kenward-roger', not {ddf!r}")
 
     def confint(self, method: str = "wald", level: float = 0.95, nsim: int = 500, seed=None):
         """Confidence intervals, as lme4's confint() with oldNames = FALSE: method "wald"

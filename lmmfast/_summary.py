@@ -55,16 +55,18 @@ class LmerSummary:
         method = "REML" if fit.reml else "maximum likelihood "
         if self.ddf is None:
             title = [f"Linear mixed model fit by {method} ['lmerMod']"]
-        elif fit.reml:  # lmerTest's title, wrapped by strwrap(78) + cat(fill = TRUE)
-            title = [
-                "Linear mixed model fit by REML. t-tests use Satterthwaite's method [",
-                "lmerModLmerTest]",
-            ]
-        else:
-            title = [
-                "Linear mixed model fit by maximum likelihood . t-tests use Satterthwaite's",
-                "  method [lmerModLmerTest]",
-            ]
+        else:  # lmerTest's title, wrapped by strwrap(78) + cat(fill = TRUE)
+            name = "Satterthwaite's" if "satt" in self.ddf.lower() else "Kenward-Roger's"
+            if fit.reml:
+                title = [
+                    f"Linear mixed model fit by REML. t-tests use {name} method [",
+                    "lmerModLmerTest]",
+                ]
+            else:
+                title = [
+                    f"Linear mixed model fit by maximum likelihood . t-tests use {name}",
+                    "  method [lmerModLmerTest]",
+                ]
         lines = [*title, f"Formula: {fit.formula}"]
         if fit.data_name:
             lines.append(f"   Data: {fit.data_name}")

@@ -208,3 +208,29 @@ def test_satterthwaite_cost_does_not_depend_on_rows():
         fit.coef_table("satterthwaite")
         times.append(time.perf_counter() - t0)
     assert times[1] < 3 * times[0] + 0.05  # generous: no O(n) work inside
+
+
+KR = [k for k in MODELS if "kenward_roger" in REFS[k]]
+
+
+@pytest.mark.parametrize("key", KR)
+def test_kenward_roger_df_and_p_values_match_pbkrtest(key):
+    # refs_lme4.json "kenward_roger": lmerTest 3.1-3 with pbkrtest 0.5.2, ddf = "Kenward-Roger"
+    fit, m = _fit(key), REFS[key]
+    table = fit.coef_table("kenward-roger")
+    np.testing.assert_allclose(table["df"], np.atleast_1d(m["kenward_roger"]["df"]), rtol=REL)
+    np.testing.assert_allclose(table["Pr(>|t|)"], np.atleast_1d(m["kenward_roger"]["p"]), rtol=REL)
+    assert "Kenward-Roger's method" in str(fit.summary(ddf="kenward-roger"))
+
+
+def test_kenward_roger_refuses_large_data_with_advice(monkeypatch):
+    from lmmfast import _kenward_roger
+
+    monkeypatch.setattr(_kenward_roger, "MAX_ROWS", 100)
+    with pytest.raises(ValueError, match="limited to 100 rows. Use ddf='satterthwaite'"):
+        _fit("sleep_slope_reml").coef_table("kenward-roger")
+
+
+def test_unknown_ddf():
+    with pytest.raises(ValueError, match="ddf must be None, 'satterthwaite' or 'kenward-roger'"):
+        _fit("dyestuff_reml").coef_table("containment")
