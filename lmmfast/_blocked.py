@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from scipy.linalg import block_diag
 
 from . import _blockdiag
 from ._crossprod import CrossProducts, _sum_chunks
@@ -53,9 +52,18 @@ class BlockedFactor:
     def _cols(self, k: int) -> slice:
         return slice(int(self.qoff[k]), int(self.qoff[k + 1]))
 
+    def _T(self, Ts: list[np.ndarray]) -> np.ndarray:
+        """blockdiag(T_1, ..., T_K), the per-level factor of Lambda."""
+        if len(Ts) == 1:
+            return np.ascontiguousarray(Ts[0])
+        T = np.zeros((int(self.qoff[-1]),) * 2)
+        for k, Tk in enumerate(Ts):
+            T[self._cols(k), self._cols(k)] = Tk
+        return T
+
     def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
         """Refactor for the terms' T; return log|L|^2 and M'(Lambda'Z'WZ Lambda + I)^{-1}M."""
-        T = np.ascontiguousarray(block_diag(*Ts))
+        T = self._T(Ts)
         ok = _blockdiag.update(
             T, self.B, self.ZXY, self.L, self.cu, self._C, self._ld, self.threads
         )
@@ -66,7 +74,7 @@ class BlockedFactor:
 
     def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
         """d objective / d theta at the last update (see src/_blockdiag.pyx, gradient)."""
-        T = np.ascontiguousarray(block_diag(*Ts))
+        T = self._T(Ts)
         Q, p = T.shape[0], len(beta)
         F = np.empty((self.threads, Q, Q))
         work = np.zeros((self.threads, 3 + 2 * p, Q))

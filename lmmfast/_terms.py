@@ -68,11 +68,19 @@ class ReTerm:
 
     def T(self, theta_k: np.ndarray) -> np.ndarray:
         """The q x q lower-triangular relative covariance factor from this term's theta."""
-        T = np.zeros((self.q, self.q))
-        rows, cols = np.tril_indices(self.q)
-        order = np.lexsort((rows, cols))  # column-major
-        T[rows[order], cols[order]] = theta_k
-        return T
+        T = np.zeros(self.q * self.q)
+        T[_lower_flat(self.q)] = theta_k
+        return T.reshape(self.q, self.q)
+
+
+_LOWER: dict[int, np.ndarray] = {}
+
+
+def _lower_flat(q: int) -> np.ndarray:
+    """Row-major flat positions of the lower triangle, in theta's column-major order."""
+    if q not in _LOWER:
+        _LOWER[q] = np.array([i * q + j for j, i in _lower_ij(q)], dtype=np.intp)
+    return _LOWER[q]
 
 
 def _lower_ij(q: int):
