@@ -14,7 +14,7 @@ whose smaller factors have up to a few thousand levels.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import cholesky, solve_triangular
+from scipy.linalg import cholesky, lapack, solve_triangular
 
 from . import _blockdiag, _schur
 from ._crossprod import CrossProducts
@@ -28,6 +28,11 @@ class CrossedFactor:
     """L = [L11 0; L21 L22]: L11 per level of term 1, L21 sparse blocks, L22 dense."""
 
     kind = "crossed"
+
+    @property
+    def has_gradient(self) -> bool:
+        """The analytic gradient is implemented for scalar terms ((1 | u) + (1 | v) ...)."""
+        return all(t.q == 1 for t in self.terms)
 
     def __init__(self, cp: CrossProducts, terms: list[ReTerm]):
         self.terms = terms
@@ -121,6 +126,63 @@ class CrossedFactor:
         C1 = np.tril(self._C1[0]) + np.tril(self._C1[0], -1).T
         return ldL2, C1 + self.c2.T @ self.c2
 
+    def _G_times(self, v: list[np.ndarray]) -> list[np.ndarray]:
+        """Z'WZ v for scalar terms, v given per term as (l, k) arrays."""
+        out = [D[:, 0, 0][:, None] * vt for D, vt in zip(self.D, v)]
+        for pr in self.pairs:
+            o = pr.O[:, 0, 0]
+            a, b = pr.levels[:, 0], pr.levels[:, 1]
+            for c in range(v[0].shape[1]):
+                out[pr.t][:, c] += np.bincount(a, o * v[pr.u][b, c], minlength=len(out[pr.t]))
+                out[pr.u][:, c] += np.bincount(b, o * v[pr.t][a, c], minlength=len(out[pr.u]))
+        return out
+
+    def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
+        """d objective / d theta for scalar terms, at the last update.
+
+        log|A|: for theta_i > 0, Lambda_i = Lambda D_i / theta_i gives
+        2 tr(A^{-1} Lambda'Z'WZ Lambda_i) = (2 / theta_i)(l_i - sum_{j in i} (A^{-1})_jj);
+        the diagonal of A^{-1} is diag(S^{-1}) for the later terms and, for term 1,
+        (1 + w_j' S^{-1} w_j) / L11_j^2 with w_j column j of L21.  pwrss and REML's
+        log|X'V^{-1}X| as for one grouping factor (see src/_blockdiag.pyx, gradient).
+        """
+        theta = np.array([T[0, 0] for T in Ts])
+        sizes = [t.nlevels for t in self.terms]
+        Sinv, info = lapack.dpotri(self.L22, lower=1)  # lower triangle of S^{-1}
+        Sinv = np.ascontiguousarray(Sinv)
+        if info != 0:
+            raise FloatingPointError("cannot invert the Schur complement")
+        dS = np.diag(Sinv)
+        mid = np.ones((self.terms[0].nlevels, 1, 1))
+        _schur.condvar_first(self.ptr, self.row, self.qe, self.ooff, self.W, Sinv, mid)
+        traces = [np.sum(mid[:, 0, 0] / self.L11[:, 0, 0] ** 2)]
+        traces += [dS[self.off[k] : self.off[k + 1]].sum() for k in range(len(self.terms) - 1)]
+        g = np.where(theta > 0, 2.0 / np.where(theta > 0, theta, 1.0)
+                     * (np.array(sizes) - np.array(traces)), 0.0)  # fmt: skip
+        # pwrss: -2 s'Lambda_i u, s = Z'W(y - X beta) - Z'WZ Lambda u
+        u = [x[:, 0] for x in self.spherical_modes(beta)]
+        Gb = [x[:, 0] for x in self._G_times([th * ut[:, None] for th, ut in zip(theta, u)])]
+        ZX = [self.ZXY1[:, 0, :]] + [z[:, 0, :] for z in self.ZXY2]
+        s = [zx[:, -1] - zx[:, :-1] @ beta - gb for zx, gb in zip(ZX, Gb)]
+        g += scale * np.array([-2 * np.sum(st * ut) for st, ut in zip(s, u)])
+        if reml and len(beta):
+            # H = Z'WX - Z'WZ Lambda A^{-1} Lambda'Z'WX, with A^{-1} Lambda'Z'WX = L^{-T} c_X
+            v = self._back_solve(self.c1[:, 0, :-1], self.c2[:, :-1])
+            Gv = self._G_times([th * vt for th, vt in zip(theta, v)])
+            H = [zx[:, :-1] - gv for zx, gv in zip(ZX, Gv)]
+            g += np.array([-2 * th * np.sum((h @ P) * h) for th, h in zip(theta, H)])
+        return g
+
+    def _back_solve(self, c1: np.ndarray, c2: np.ndarray) -> list[np.ndarray]:
+        """L^{-T} [c1; c2] for scalar terms, per term as (l, k)."""
+        x2 = solve_triangular(self.L22, c2, lower=True, trans="T", check_finite=False)
+        r1 = c1.copy()
+        w = self.W[self.ooff]
+        for c in range(r1.shape[1]):
+            r1[:, c] -= np.bincount(self.j, w * x2[self.row, c], minlength=len(r1))
+        x1 = r1 / self.L11[:, 0, 0][:, None]
+        return [x1] + [x2[self.off[k] : self.off[k + 1]] for k in range(len(self.terms) - 1)]
+
     def inverse_blocks(self) -> list[np.ndarray]:
         """Diagonal blocks of A^{-1} per term, (l, q, q), from L = [L11 0; L21 L22]:
         (A^{-1})_22 = S^{-1}, (A^{-1})_11 block j = L11_j^{-T}(I + W_j' S^{-1} W_j)L11_j^{-1}."""
@@ -145,7 +207,9 @@ class CrossedFactor:
             sel = np.flatnonzero(self.qe == qu)
             Wm = self.W[self.ooff[sel, None] + np.arange(qu * q1)].reshape(len(sel), qu, q1)
             useg = u2[self.row[sel, None] + np.arange(qu)]
-            np.subtract.at(r1, self.j[sel], np.einsum("eab,ea->eb", Wm, useg))
+            contrib = np.einsum("eab,ea->eb", Wm, useg)
+            for b in range(q1):
+                r1[:, b] -= np.bincount(self.j[sel], contrib[:, b], minlength=len(r1))
         Lt = np.triu(self.L11.transpose(0, 2, 1))
         u1 = np.linalg.solve(Lt, r1[:, :, None])[:, :, 0]
         return [u1] + [

@@ -99,16 +99,39 @@ def lbfgs(fg, theta0: np.ndarray, lower: np.ndarray) -> OptSummary:
     s.feval += 1
     scale[0] = max(abs(f0), 1.0)
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in s.lower]
+    start = s.theta0.copy()
     try:
-        r = minimize(
-            objective, s.theta0, jac=True, method="L-BFGS-B", bounds=bounds,
-            options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 1000, "maxfun": s.maxeval},
-        )  # fmt: skip
-        s.message = str(r.message)
-        # a line search that cannot improve at the precision floor is an optimum too
-        pg = np.where((r.x <= s.lower) & (r.jac > 0), 0.0, r.jac)
-        s.converged = bool(r.success) or bool(np.max(np.abs(pg), initial=0.0) < 1e-5)
+        for _ in range(4):  # a start, and up to 3 restarts away from a false boundary stop
+            r = minimize(
+                objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 1000, "maxfun": s.maxeval},
+            )  # fmt: skip
+            s.message = str(r.message)
+            # a line search that cannot improve at the precision floor is an optimum too
+            pg = np.where((r.x <= s.lower) & (r.jac > 0), 0.0, r.jac)
+            s.converged = bool(r.success) or bool(np.max(np.abs(pg), initial=0.0) < 1e-5)
+            start = _leave_boundary(fg, best, s)
+            if start is None:
+                break
     except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
         s.message, s.converged = f"optimizer failed: {e}", False
     s.theta, s.fmin = best["x"], best["f"]
     return s
+
+
+def _leave_boundary(fg, best: dict, s: OptSummary):
+    """The objective is even in a scalar term's theta, so its derivative at theta = 0 is 0
+    and L-BFGS-B can stop there when a step was clipped to the bound, though the optimum
+    is inside.  Probe each diagonal theta at 0: a start away from it if that is lower."""
+    x = best["x"]
+    at_zero = np.flatnonzero((s.lower == 0) & (x <= 0))
+    for i in at_zero:
+        for step in (1e-3, 0.05):
+            probe = x.copy()
+            probe[i] = step
+            s.feval += 1
+            f, _ = fg(probe)
+            if f < best["f"]:
+                best["f"], best["x"] = f, probe.copy()
+                return probe
+    return None

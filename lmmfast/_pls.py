@@ -89,7 +89,7 @@ class ProfiledDeviance:
 
     @property
     def has_gradient(self) -> bool:
-        return hasattr(self.factor, "gradient")
+        return bool(getattr(self.factor, "has_gradient", hasattr(self.factor, "gradient")))
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """phi(theta) and its gradient (Bates & DebRoy 2004: the log-determinant, pwrss by

@@ -129,10 +129,22 @@ def condvar_first(
 
     With out[j] = I on entry this is I + L21_j' S^{-1} L21_j; the diagonal block j of
     A^{-1} is then L11_j^{-T} out[j] L11_j^{-1} (A^{-1} = L^{-T} L^{-1}, L block lower).
+    For scalar terms only the lower triangle of Sinv is read (entries sorted by row).
     """
     cdef Py_ssize_t nlev = out.shape[0], q1 = out.shape[1]
     cdef Py_ssize_t j, e, f, a, b, c, d
-    cdef double acc
+    cdef double acc, we
+    if q1 == 1 and all_scalar(qe):
+        with nogil:
+            for j in range(nlev):
+                acc = 0.0
+                for e in range(ptr[j], ptr[j + 1]):
+                    we = W[ooff[e]]
+                    acc = acc + we * we * Sinv[row[e], row[e]]
+                    for f in range(ptr[j], e):  # row[f] < row[e]
+                        acc = acc + 2.0 * we * W[ooff[f]] * Sinv[row[e], row[f]]
+                out[j, 0, 0] = out[j, 0, 0] + acc
+        return
     with nogil:
         for j in range(nlev):
             for e in range(ptr[j], ptr[j + 1]):

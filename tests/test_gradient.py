@@ -73,3 +73,53 @@ def test_two_chunks_of_levels_give_the_same_value_and_gradient(monkeypatch):
     v2, g2 = two.value_and_gradient(theta)
     assert v1 == pytest.approx(v2, rel=1e-13)
     np.testing.assert_allclose(g1, g2, rtol=1e-11, atol=1e-11)
+
+
+def _crossed_data(seed, n=300):
+    rng = np.random.default_rng(seed)
+    u, v, w3 = rng.integers(0, 25, n), rng.integers(0, 8, n), rng.integers(0, 4, n)
+    x = rng.normal(size=n)
+    y = 1 + x + rng.normal(size=25)[u] + 0.7 * rng.normal(size=8)[v] + 0.3 * rng.normal(size=4)[w3]
+    cols = {"u": u, "v": v, "w3": w3}
+    return pd.DataFrame(
+        {"y": y + rng.normal(size=n), "x": x, "wt": rng.uniform(0.5, 2, n)}
+        | {k: c.astype(str) for k, c in cols.items()}
+    )
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize(
+    "formula,weighted",
+    [("y ~ x + (1 | u) + (1 | v)", False), ("y ~ x + (1 | u) + (1 | v) + (1 | w3)", True),
+     ("y ~ 1 + (1 | u) + (1 | v)", False)],
+)  # fmt: skip
+def test_crossed_gradient_matches_finite_differences(formula, weighted, reml):
+    df = _crossed_data(3)
+    frame = build_frame(parse_formula(formula), df, weights="wt" if weighted else None)
+    cp = cross_products(frame.terms, frame.X, frame.y, frame.weights)
+    ldW = float(np.sum(np.log(frame.weights))) if weighted else 0.0
+    dev = ProfiledDeviance(cp, frame.terms, frame.n, reml, ldW)
+    assert dev.factorization == "crossed" and dev.has_gradient
+    for theta in (np.array([0.8, 1.3, 0.4])[: len(frame.terms)], np.full(len(frame.terms), 0.2)):
+        value, grad = dev.value_and_gradient(theta)
+        h = 1e-6
+        fd = np.array(
+            [(dev(theta + h * e) - dev(theta - h * e)) / (2 * h) for e in np.eye(len(theta))]
+        )
+        np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(fd).max()))
+
+
+def test_gradient_path_does_not_stop_on_a_false_boundary():
+    # InstEval: a clipped L-BFGS-B step put dept's theta at 0, where the profiled deviance
+    # (even in theta) has zero slope, and the fit stopped 9.7 above lme4's optimum.
+    # Reference: lme4 1.1-31 REML criterion 237733.834129 (bench/, lme4_runner.R).
+    from pathlib import Path
+
+    import lmmfast
+
+    path = Path(__file__).parents[1] / "bench" / "data" / "InstEval.csv"
+    ie = pd.read_csv(path, dtype={c: str for c in ("s", "d", "dept", "service")})
+    fit = lmmfast.lmer("y ~ service + (1 | s) + (1 | d) + (1 | dept)", ie)
+    assert fit.optsummary.optimizer == "L-BFGS-B"
+    assert fit.objective <= 237733.834129 * (1 + 1e-10)
+    assert np.all(fit.theta > 0.01)
