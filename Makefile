@@ -21,8 +21,16 @@ lint: install
 	$(VENV)/bin/ruff format --check lmmfast tests setup.py $(wildcard bench)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cython-lint src
 
+# the peers run on the same machine: lme4 (R) and mixedlm, statsmodels from PyPI
+BENCH_PACKAGES := r-base-core r-cran-lme4 r-cran-jsonlite
+
 bench: install
-	$(PY) bench/run.py
+	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+	$(PY) -m pip install -q mixedlm statsmodels pyarrow
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 system:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

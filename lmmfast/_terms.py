@@ -141,7 +141,9 @@ def _integer_codes(v: np.ndarray):
     lo, hi = int(v.min()), int(v.max())
     if lo < 0 or hi >= 2 * len(v) + 1024 or hi >= 2**31 - 1:
         return None
-    used = np.bincount(v, minlength=hi + 1) > 0
+    used = np.zeros(hi + 1, dtype=bool)
+    for start in range(0, len(v), 1 << 20):  # in chunks: bincount would copy v to int64
+        used[v[start : start + (1 << 20)]] = True
     values = np.flatnonzero(used)
     if len(values) == hi + 1:
         codes = v if v.dtype == np.int32 and v.flags.c_contiguous else v.astype(np.int32)
