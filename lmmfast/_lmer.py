@@ -8,10 +8,10 @@ import warnings
 import numpy as np
 
 from ._crossprod import RowData
-from ._errors import ConvergenceWarning, DataError
+from ._errors import ConvergenceWarning, DataError, SingularFitWarning
 from ._formula import parse_formula
 from ._frame import ModelFrame, build_frame
-from ._optimize import bobyqa, lbfgs
+from ._optimize import bobyqa, check_optimum, lbfgs
 from ._pls import ProfiledDeviance
 from ._rank import independent_columns
 from ._result import LmerFit, TermInfo
@@ -94,6 +94,24 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
         opt = lbfgs(dev.value_and_gradient, theta0, lower)
     if opt is None or (optimizer == "auto" and not opt.converged):
         opt = bobyqa(dev, theta0 if opt is None else opt.theta, lower)
+    doubtful = opt.converged and check_optimum(dev, opt)
+    if doubtful and optimizer == "auto" and opt.optimizer == "L-BFGS-B":
+        # L-BFGS-B can stop on a stalled line search with the slope still large (seen on a
+        # badly scaled model): polish from there with BOBYQA and keep the better optimum
+        polished = bobyqa(dev, opt.theta, lower)
+        polished.feval += opt.feval
+        if polished.fmin <= opt.fmin:
+            opt = polished
+        doubtful = opt.converged and check_optimum(dev, opt)
+    if doubtful:
+        warnings.warn(
+            f"the optimizer stopped where a Newton step would still lower the objective by "
+            f"{opt.newton_decrement:.2g} (deviance units); the estimates may not be the optimum. "
+            "Check the scale of the covariates and whether the random-effects structure is "
+            "too rich for the data; fit.optsummary has the gradient and Hessian.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     if not opt.converged:
         warnings.warn(
             f"the optimizer did not converge ({opt.message}) after {opt.feval} evaluations; the "
@@ -103,6 +121,10 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
             stacklevel=3,
         )
     fit = _package(formula, REML, frame, rows, keep, dev, opt, dropped, None)
+    if fit.is_singular and like is None:
+        warnings.warn(
+            "boundary (singular) fit: see fit.is_singular", SingularFitWarning, stacklevel=3
+        )
     fit._frame, fit._optimizer = frame, optimizer
     fit._fixed_spec, fit._dev = frame.fixed_spec, dev
     return fit

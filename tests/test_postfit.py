@@ -234,3 +234,45 @@ def test_kenward_roger_refuses_large_data_with_advice(monkeypatch):
 def test_unknown_ddf():
     with pytest.raises(ValueError, match="ddf must be None, 'satterthwaite' or 'kenward-roger'"):
         _fit("dyestuff_reml").coef_table("containment")
+
+
+def test_singular_fit_is_flagged_with_one_line():
+    m = REFS["dyestuff2_singular_reml"]
+    with pytest.warns(lmmfast.SingularFitWarning, match=r"^boundary \(singular\) fit"):
+        fit = lmmfast.lmer(m["formula"], load_reference_data(m["data"]))
+    assert fit.is_singular
+
+
+@pytest.mark.parametrize("key", MODELS)
+def test_no_false_convergence_alarms_on_the_reference_models(key):
+    m = REFS[key]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lmmfast.ConvergenceWarning)
+        fit = lmmfast.lmer(m["formula"], load_reference_data(m["data"]), REML=m["REML"])
+    opt = fit.optsummary
+    assert opt.gradient.shape == opt.theta.shape and opt.hessian.shape == (len(opt.theta),) * 2
+    assert opt.newton_decrement < 1e-3
+
+
+def test_no_false_convergence_alarm_at_scale():
+    # lme4's absolute-gradient test grows with n and cries wolf on large data; the Newton
+    # decrement (deviance units) does not
+    rng = np.random.default_rng(4)
+    n, g = 400_000, 2_000
+    grp = rng.integers(0, g, n)
+    x = rng.normal(size=n)
+    y = 2 + x + rng.normal(size=g)[grp] + 0.4 * rng.normal(size=g)[grp] * x + rng.normal(size=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lmmfast.ConvergenceWarning)
+        fit = lmmfast.lmer("y ~ x + (x | g)", {"y": y, "x": x, "g": grp})
+    assert fit.optsummary.newton_decrement < 1e-3
+
+
+def test_a_stalled_gradient_fit_is_polished_to_the_optimum():
+    # badly scaled fixed effects (temp^2 ~ 4e4): L-BFGS-B stopped 0.065 above the optimum
+    cake = lmmfast.datasets.load("cake")
+    formula = "angle ~ I(temp^2) + factor(replicate) + (1 | recipe)"
+    auto = lmmfast.lmer(formula, cake)
+    ref = lmmfast.lmer(formula, cake, optimizer="bobyqa")
+    assert auto.objective <= ref.objective + 1e-9
+    assert auto.optsummary.newton_decrement < 1e-3
