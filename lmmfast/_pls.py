@@ -59,7 +59,7 @@ class ProfiledDeviance:
     def __init__(
         self, cp: CrossProducts, terms: list[ReTerm], n: int, reml: bool, ldW: float, like=None
     ):
-        self.terms, self.n, self.reml, self.ldW = terms, n, reml, ldW
+        self.terms, self.n, self.reml, self.ldW, self.cp = terms, n, reml, ldW, cp
         self.p = cp.XtXy.shape[0] - 1
         self.XtXy = cp.XtXy
         self.factor = _choose_factorization(cp, terms, like)

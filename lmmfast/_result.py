@@ -180,19 +180,22 @@ class LmerFit:
         raise ValueError(f"ddf must be None, 'satterthwaite' or 'kenward-roger', not {ddf!r}")
 
     def confint(self, method: str = "wald", level: float = 0.95, nsim: int = 500, seed=None):
-        """Confidence intervals, as lme4's confint() with oldNames = FALSE: method "wald"
-        (fixed effects) or "boot" (parametric bootstrap percentile intervals of every
-        parameter: sd_.., cor_.., sigma, fixed effects; nsim refits from simulate())."""
+        """Confidence intervals, as lme4's confint() with oldNames = FALSE: "profile"
+        (likelihood profiles of the ML deviance, every parameter: sd_.., cor_.., sigma,
+        fixed effects), "wald" (fixed effects) or "boot" (parametric bootstrap percentile
+        intervals of every parameter; nsim refits from simulate())."""
         from ._inference import confint_boot, confint_wald
+        from ._profile import confint_profile
 
         if method.lower() == "wald":
             return confint_wald(self, level)
         if method.lower() == "boot":
             return confint_boot(self, level, nsim, seed)
-        raise ValueError(
-            f"method {method!r} is not available; use 'wald' or 'boot' (profile intervals are "
-            "not implemented yet)"
-        )
+        if method.lower() == "profile":
+            if self._frame is None:
+                raise RuntimeError("profiling needs the data, which a loaded fit has not")
+            return confint_profile(self, level)
+        raise ValueError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
 
     # ----- fixed effects -------------------------------------------------------------
     @property

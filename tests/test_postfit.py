@@ -276,3 +276,31 @@ def test_a_stalled_gradient_fit_is_polished_to_the_optimum():
     ref = lmmfast.lmer(formula, cake, optimizer="bobyqa")
     assert auto.objective <= ref.objective + 1e-9
     assert auto.optsummary.newton_decrement < 1e-3
+
+
+PROFILED = [k for k in MODELS if "confint_profile" in REFS[k]]
+
+
+@pytest.mark.parametrize("key", PROFILED)
+def test_profile_intervals_match_lme4(key):
+    # refs_lme4.json "confint_profile": lme4's confint(fit, method = "profile",
+    # oldNames = FALSE); tolerance 2e-3 relative (lme4 interpolates the profile by splines)
+    fit, ref = _fit(key), REFS[key]["confint_profile"]
+    ci = fit.confint("profile")
+    assert list(ci.index) == ref["names"]
+    np.testing.assert_allclose(ci.iloc[:, 0], np.array(ref["lower"], float), rtol=2e-3, atol=1e-6)
+    np.testing.assert_allclose(ci.iloc[:, 1], np.array(ref["upper"], float), rtol=2e-3, atol=1e-6)
+
+
+def test_profile_intervals_of_the_lecture_notes():
+    ci = _fit("rikz_int_reml").confint("profile")
+    expected = {"sd_(Intercept)|Beach": (1.484204, 5.100814), "sigma": (2.435429, 3.877572),
+                "(Intercept)": (4.324560, 8.824909), "NAP": (-3.566901, -1.599779)}  # fmt: skip
+    for name, (lo, hi) in expected.items():
+        assert ci.loc[name].tolist() == pytest.approx([lo, hi], rel=2e-3)
+
+
+def test_profile_interval_of_a_zero_variance_starts_at_zero():
+    ci = _fit("dyestuff2_singular_reml").confint("profile")
+    assert ci.loc["sd_(Intercept)|Batch"].iloc[0] == 0.0
+    assert ci.loc["sd_(Intercept)|Batch"].iloc[1] > 0
