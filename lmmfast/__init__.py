@@ -7,11 +7,13 @@
 
 from . import datasets
 from ._errors import (
+    ArgumentError,
     ConvergenceWarning,
     DataError,
     FormulaError,
     GroupingError,
     LMMError,
+    MemoryLimitError,
     MissingColumnError,
     NewLevelsError,
     NotMixedModelError,
@@ -29,6 +31,8 @@ __all__ = [
     "LmerFit",
     "datasets",
     "LMMError",
+    "ArgumentError",
+    "MemoryLimitError",
     "FormulaError",
     "NotMixedModelError",
     "MissingColumnError",

@@ -40,6 +40,12 @@ class CrossedFactor:
         sizes = [t.nlevels * t.q for t in terms[1:]]
         self.off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # rows of the rest
         self.m = int(self.off[-1])
+        from ._memory import check_allocation
+
+        check_allocation(
+            4 * 8 * self.m**2, f"the dense {self.m} x {self.m} Schur complement",
+            "Fewer levels in the smaller grouping factors would help.",
+        )  # fmt: skip
         self.D1 = np.ascontiguousarray(cp.D[0])
         self.ZXY1 = np.ascontiguousarray(cp.ZXY[0])
         self.ZXY2 = [np.ascontiguousarray(z) for z in cp.ZXY[1:]]

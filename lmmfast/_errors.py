@@ -53,6 +53,14 @@ class NewLevelsError(DataError):
     """New data contain levels of a grouping factor that the fit has not seen."""
 
 
+class ArgumentError(LMMError, ValueError):
+    """An argument other than the data or formula has an invalid value (optimizer, ddf, ...)."""
+
+
+class MemoryLimitError(LMMError, MemoryError):
+    """The computation would need more memory than the machine has available."""
+
+
 class ConvergenceWarning(UserWarning):
     """The optimizer stopped without meeting its convergence criteria."""
 

@@ -232,6 +232,7 @@ def _model_columns(expr: str, frame: pd.DataFrame, formula: str):
         if intercept:
             cols.insert(0, np.broadcast_to(np.float64(1.0), (n,)))  # all ones, not allocated
         return cols, (["(Intercept)"] if intercept else []) + names, ("columns", intercept, names)
+    _check_design_memory(expr, frame)
     mm = model_matrix(expr, frame, na_action="raise")
     M = np.asfortranarray(mm.to_numpy(dtype=np.float64))  # contiguous columns
     names = [_r_name(c, formula) for c in mm.columns]
@@ -269,6 +270,25 @@ def group_labels(data: pd.DataFrame, factors: tuple) -> np.ndarray:
     for p in parts[1:]:
         out = out + ":" + p
     return out
+
+
+def _check_design_memory(expr: str, frame: pd.DataFrame) -> None:
+    """A categorical variable with many levels makes a dense n x levels matrix: estimate it
+    (and formulaic's copy) before it is built."""
+    from ._memory import check_allocation
+
+    ncol = 1
+    for v in _variables(expr, frame):
+        col = frame[v]
+        if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+            ncol += col.nunique()
+        else:
+            ncol += 1
+    check_allocation(
+        3 * 8 * len(frame) * ncol, f"the model matrix of {expr!r} ({len(frame)} rows x ~{ncol} "
+        "columns)", "A categorical variable with this many levels belongs in a random-effects "
+        "term, e.g. (1 | variable), not in the fixed effects.",
+    )  # fmt: skip
 
 
 def _plain_columns(expr: str, frame: pd.DataFrame):

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._errors import ArgumentError
+
 
 def confint_wald(fit, level: float = 0.95) -> pd.DataFrame:
     """Wald intervals beta +- z_{(1+level)/2} SE for the fixed effects (lme4 gives NA for the
@@ -49,7 +51,7 @@ def confint_boot(fit, level: float, nsim: int, seed) -> pd.DataFrame:
     """Parametric bootstrap: refit to nsim simulated responses, percentile intervals."""
     _check_level(level)
     if nsim < 2:
-        raise ValueError("a bootstrap needs nsim >= 2 simulations")
+        raise ArgumentError("a bootstrap needs nsim >= 2 simulations")
     sims = fit.simulate(nsim, seed)
     draws = []
     with warnings.catch_warnings():
@@ -73,10 +75,10 @@ def anova(*fits, refit: bool = True) -> pd.DataFrame:
     differ only in their random effects.
     """
     if len(fits) < 2:
-        raise ValueError("anova() compares two or more fits; pass them all, e.g. anova(f0, f1)")
+        raise ArgumentError("anova() compares two or more fits; pass them all, e.g. anova(f0, f1)")
     nobs = {f.nobs for f in fits}
     if len(nobs) > 1:
-        raise ValueError(f"the models were fitted to different numbers of rows ({sorted(nobs)})")
+        raise ArgumentError(f"the models were fitted to different numbers of rows ({sorted(nobs)})")
     if refit and any(f.reml for f in fits):
         warnings.warn("refitting model(s) with ML (instead of REML)", UserWarning, stacklevel=2)
         fits = [f.refit_ml() if f.reml else f for f in fits]
@@ -99,7 +101,7 @@ def anova(*fits, refit: bool = True) -> pd.DataFrame:
 
 def _check_level(level: float) -> None:
     if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1, not {level}")
+        raise ArgumentError(f"level must be between 0 and 1, not {level}")
 
 
 def _pct(p: float) -> str:

@@ -22,19 +22,26 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
+from ._errors import ArgumentError
+
 MAX_ROWS = 3000
 
 
 def kenward_roger_table(fit) -> pd.DataFrame:
     """Estimate, adjusted Std. Error, df, t value, Pr(>|t|) per fixed effect."""
     if fit.nobs > MAX_ROWS:
-        raise ValueError(
+        raise ArgumentError(
             f"Kenward-Roger needs dense {fit.nobs} x {fit.nobs} matrices; it is limited to "
             f"{MAX_ROWS} rows. Use ddf='satterthwaite', whose cost does not grow with n."
         )
     if fit._frame is None:
         raise RuntimeError("Kenward-Roger needs the data, which a fit loaded from disk has not")
     X = np.column_stack([np.broadcast_to(c, c.shape) for c in fit._frame.Xcols])[:, fit._keep]
+    from ._memory import check_allocation
+
+    k = sum(t.q * (t.q + 1) // 2 for t in fit.terms) + 1
+    check_allocation(8 * fit.nobs**2 * (2 * k + 4), "Kenward-Roger's dense n x n matrices",
+                     "Use ddf='satterthwaite'.")  # fmt: skip
     G, gamma = _components(fit)
     Sigma = sum(g * Gr for g, Gr in zip(gamma, G))
     Sinv = linalg.cho_solve(linalg.cho_factor(Sigma), np.eye(len(Sigma)))

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from ._crossprod import RowData
-from ._errors import ConvergenceWarning, DataError, SingularFitWarning
+from ._errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
 from ._formula import parse_formula
 from ._frame import ModelFrame, build_frame
 from ._optimize import bobyqa, check_optimum, lbfgs
@@ -52,7 +52,7 @@ def lmer(
     LmerFit
     """
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+        raise ArgumentError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
     data_name = _caller_name(data)
     parsed = parse_formula(formula)
     frame = build_frame(parsed, data, weights, offset)
@@ -74,6 +74,7 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
     y = frame.y if frame.offset is None else frame.y - frame.offset
     rows = RowData(frame.terms, frame.Xcols, frame.xnames, y)
     cp = rows.cross_products(frame.weights)
+    _check_term_columns(frame.terms, cp)
     keep = independent_columns(cp.XtXy[:-1, :-1])
     dropped = [name for j, name in enumerate(frame.xnames) if j not in set(keep)]
     if dropped:
@@ -89,20 +90,32 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
     dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW, like=like)
     theta0 = np.concatenate([t.theta_init() for t in frame.terms])
     lower = np.concatenate([t.theta_lower() for t in frame.terms])
+    # optimize over eta = theta / scale: columns of extreme scale (1e12, 1e-12) get O(1)
+    # coordinates; ordinary columns keep scale 1, so lme4's path is unchanged for them
+    scale = _theta_scale(frame.terms, cp, frame.n)
+
+    def f(eta):
+        return dev(eta * scale)
+
+    def fg(eta):
+        v, g = dev.value_and_gradient(eta * scale)
+        return v, g * scale
+
     opt = None
     if optimizer in ("auto", "lbfgs") and dev.has_gradient:
-        opt = lbfgs(dev.value_and_gradient, theta0, lower)
+        opt = lbfgs(fg, theta0, lower)
     if opt is None or (optimizer == "auto" and not opt.converged):
-        opt = bobyqa(dev, theta0 if opt is None else opt.theta, lower)
-    doubtful = opt.converged and check_optimum(dev, opt)
+        opt = bobyqa(f, theta0 if opt is None else opt.theta, lower)
+    doubtful = opt.converged and check_optimum(f, opt)
     if doubtful and optimizer == "auto" and opt.optimizer == "L-BFGS-B":
         # L-BFGS-B can stop on a stalled line search with the slope still large (seen on a
         # badly scaled model): polish from there with BOBYQA and keep the better optimum
-        polished = bobyqa(dev, opt.theta, lower)
+        polished = bobyqa(f, opt.theta, lower)
         polished.feval += opt.feval
         if polished.fmin <= opt.fmin:
             opt = polished
-        doubtful = opt.converged and check_optimum(dev, opt)
+        doubtful = opt.converged and check_optimum(f, opt)
+    opt.to_theta_scale(scale)
     if doubtful:
         warnings.warn(
             f"the optimizer stopped where a Newton step would still lower the objective by "
@@ -177,6 +190,36 @@ def _package(formula, reml, frame: ModelFrame, rows: RowData, keep, dev, opt, dr
         factorization=dev.factorization,
         theta_names=[n for t in frame.terms for n in t.theta_names()],
     )
+
+
+EXTREME = (1e-3, 1e3)  # column RMS outside this range: rescaled for the optimizer
+
+
+def _check_term_columns(terms, cp) -> None:
+    """A random-effects term's columns must be linearly independent (sum_j D_j is their
+    Gram matrix): lme4 cannot estimate a covariance between copies of one column either."""
+    for t, D in zip(terms, cp.D):
+        if t.q < 2:
+            continue
+        kept = set(independent_columns(D.sum(axis=0)).tolist())
+        dup = [c for k, c in enumerate(t.cnames) if k not in kept]
+        if dup:
+            raise DataError(
+                f"the columns of the random-effects term ({' + '.join(t.cnames)} | {t.group}) "
+                f"are collinear: {', '.join(map(repr, dup))} is a combination of the others. "
+                "Remove it from the term."
+            )
+
+
+def _theta_scale(terms, cp, n: int) -> np.ndarray:
+    """Per theta entry T[a, b]: 1 / RMS of the term's column a where that RMS is extreme
+    (from the cross-products: sum_j D_j[a, a] = sum_i w_i z_ia^2), else 1."""
+    out = []
+    for t, D in zip(terms, cp.D):
+        rms = np.sqrt(np.maximum(np.einsum("jaa->a", D), 1e-300) / n)
+        s = np.where((rms < EXTREME[0]) | (rms > EXTREME[1]), 1.0 / rms, 1.0)
+        out += [s[a] for b in range(t.q) for a in range(b, t.q)]
+    return np.array(out)
 
 
 def _arg_name(arg) -> str | None:

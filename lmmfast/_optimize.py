@@ -51,6 +51,13 @@ class OptSummary:
     xtol_abs: float = 1e-9
     maxeval: int = 100_000
 
+    def to_theta_scale(self, scale: np.ndarray) -> None:
+        """The optimizer worked in eta = theta / scale: express the record in theta."""
+        self.theta0, self.theta = self.theta0 * scale, self.theta * scale
+        if self.gradient is not None:
+            self.gradient = self.gradient / scale
+            self.hessian = self.hessian / np.outer(scale, scale)
+
 
 def bobyqa(f, theta0: np.ndarray, lower: np.ndarray, **tol) -> OptSummary:
     """Minimize f over theta >= lower (elementwise) from theta0."""

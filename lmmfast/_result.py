@@ -8,6 +8,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from ._errors import ArgumentError
 from ._optimize import OptSummary
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
@@ -177,7 +178,7 @@ class LmerFit:
             from ._kenward_roger import kenward_roger_table
 
             return kenward_roger_table(self)
-        raise ValueError(f"ddf must be None, 'satterthwaite' or 'kenward-roger', not {ddf!r}")
+        raise ArgumentError(f"ddf must be None, 'satterthwaite' or 'kenward-roger', not {ddf!r}")
 
     def confint(self, method: str = "wald", level: float = 0.95, nsim: int = 500, seed=None):
         """Confidence intervals, as lme4's confint() with oldNames = FALSE: "profile"
@@ -195,7 +196,7 @@ class LmerFit:
             if self._frame is None:
                 raise RuntimeError("profiling needs the data, which a loaded fit has not")
             return confint_profile(self, level)
-        raise ValueError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
+        raise ArgumentError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
 
     # ----- fixed effects -------------------------------------------------------------
     @property
@@ -367,7 +368,7 @@ class LmerFit:
         effects not subtracted) instead of the conditional y - X beta - Z b.
         """
         if type not in ("response", "pearson"):
-            raise ValueError(f"type must be 'response' or 'pearson', not {type!r}")
+            raise ArgumentError(f"type must be 'response' or 'pearson', not {type!r}")
         fit = self.fitted_marginal if marginal else self.fitted_values
         r = self.response - fit
         if type == "pearson" and self.weights is not None:
