@@ -21,6 +21,7 @@ from ._errors import (
 )
 from ._inference import anova
 from ._lmer import RankDeficiencyWarning, lmer
+from ._persist import PersistenceError, load
 from ._result import LmerFit
 
 __version__ = "0.1.0"
@@ -28,6 +29,8 @@ __version__ = "0.1.0"
 __all__ = [
     "lmer",
     "anova",
+    "load",
+    "PersistenceError",
     "LmerFit",
     "datasets",
     "LMMError",

@@ -159,7 +159,14 @@ def _variables(expr: str, data: pd.DataFrame) -> set[str]:
         from ._errors import FormulaError
 
         raise FormulaError(f"cannot parse {expr!r}: {e}") from None
-    return {v for v in (str(x) for x in found) if v not in _KNOWN_FUNCTIONS}
+    # formulaic leaves out the arguments of some transforms (center(x)): any identifier
+    # of the expression that names a column is used too
+    named = {w for w in _IDENT.findall(expr) if w in data.columns}
+    calls = {m for m in re.findall(r"([A-Za-z_.][A-Za-z0-9_.]*)\s*\(", expr)} - set(data.columns)
+    return {v for v in (str(x) for x in found) if v not in _KNOWN_FUNCTIONS | calls} | named
+
+
+_IDENT = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
 
 
 _KNOWN_FUNCTIONS = {"np", "numpy", "log", "exp", "sqrt", "abs", "center", "scale", "poly", "C"}
@@ -233,7 +240,10 @@ def _model_columns(expr: str, frame: pd.DataFrame, formula: str):
             cols.insert(0, np.broadcast_to(np.float64(1.0), (n,)))  # all ones, not allocated
         return cols, (["(Intercept)"] if intercept else []) + names, ("columns", intercept, names)
     _check_design_memory(expr, frame)
-    mm = model_matrix(expr, frame, na_action="raise")
+    try:
+        mm = model_matrix(expr, frame, na_action="raise")
+    except Exception as e:  # formulaic: an unknown function, a bad transform argument, ...
+        raise DataError(f"cannot evaluate {expr!r} on the data: {e}") from None
     M = np.asfortranarray(mm.to_numpy(dtype=np.float64))  # contiguous columns
     names = [_r_name(c, formula) for c in mm.columns]
     cols = [M[:, j] for j in range(M.shape[1])]

@@ -97,6 +97,15 @@ class LmerFit:
         state.update(_factor=None, _rows=None, _frame=None, _dev=None)
         return state
 
+    # ----- persistence ---------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the fit to `path` in lmmfast's data-only format (a .npz of arrays and a JSON
+        document with a format version); read it back with lmmfast.load(path).  Loading
+        never executes code, unlike pickle."""
+        from ._persist import save
+
+        save(self, path)
+
     # ----- prediction ----------------------------------------------------------------------
     def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False) -> pd.Series:
         """Predictions, as lme4's predict(fit, newdata, re.form, allow.new.levels).
