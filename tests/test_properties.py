@@ -92,7 +92,8 @@ def test_a_fit_is_never_worse_than_dense_brute_force(design):
 
 
 TOKENS = ["y", "x", "a", "b", "~", "+", "-", "*", ":", "/", "|", "||", "(", ")", "1", "0",
-          "I(", "x^2", "factor(", "offset(", " ", "^", "%in%", "'", "`", ",", "log(", "."]  # fmt: skip
+          "I(", "x^2", "factor(", "offset(", " ", "^", "%in%", "'", "`", ",", "log(",
+          "."]  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None)
