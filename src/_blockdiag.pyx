@@ -304,20 +304,15 @@ cdef void _gradient_levels(
     cdef Py_ssize_t j, a, b, c, d
     cdef double acc
     for j in range(lo, hi):
-        # work[0] := u_j = L_j'^{-1} (c_y - c_X beta)   (back substitution)
-        for a in range(Q - 1, -1, -1):
+        # work[0] := u_j = L_j'^{-1} (c_y - c_X beta)
+        for a in range(Q):
             acc = cu[j, a, p]
             for c in range(p):
                 acc = acc - cu[j, a, c] * beta[c]
-            for b in range(a + 1, Q):
-                acc = acc - L[j, b, a] * work[0, b]
-            work[0, a] = acc / L[j, a, a]
+            work[0, a] = acc
+        _lt_solve(L, j, Q, work, 0)
         # work[1] := T u_j;  work[2] := s_j = ZXy - ZX beta - B_j T u_j
-        for a in range(Q):
-            acc = 0.0
-            for b in range(a + 1):
-                acc = acc + T[a, b] * work[0, b]
-            work[1, a] = acc
+        _T_times(T, Q, work, 0, 1)
         for a in range(Q):
             acc = ZXY[j, a, p]
             for c in range(p):
@@ -343,16 +338,10 @@ cdef void _gradient_levels(
             # H_j (Q x p) in work[3 .. 3+p) by columns:
             #   H[:, c] = ZX[:, c] - B T L'^{-1} cX[:, c]
             for c in range(p):
-                for a in range(Q - 1, -1, -1):
-                    acc = cu[j, a, c]
-                    for b in range(a + 1, Q):
-                        acc = acc - L[j, b, a] * work[1, b]
-                    work[1, a] = acc / L[j, a, a]
                 for a in range(Q):
-                    acc = 0.0
-                    for b in range(a + 1):
-                        acc = acc + T[a, b] * work[1, b]
-                    work[2, a] = acc
+                    work[1, a] = cu[j, a, c]
+                _lt_solve(L, j, Q, work, 1)
+                _T_times(T, Q, work, 1, 2)
                 for a in range(Q):
                     acc = ZXY[j, a, c]
                     for b in range(Q):
@@ -394,8 +383,28 @@ cdef inline void _cholsolve(const double[:, :, ::1] L, Py_ssize_t j, Py_ssize_t 
         for b in range(a):
             acc = acc - L[j, a, b] * work[r, b]
         work[r, a] = acc / L[j, a, a]
+    _lt_solve(L, j, Q, work, r)
+
+
+cdef inline void _lt_solve(const double[:, :, ::1] L, Py_ssize_t j, Py_ssize_t Q,
+                           double[:, ::1] work, Py_ssize_t r) noexcept nogil:
+    """work[r] := L_j'^{-1} work[r]   (back substitution)."""
+    cdef Py_ssize_t a, b
+    cdef double acc
     for a in range(Q - 1, -1, -1):
         acc = work[r, a]
         for b in range(a + 1, Q):
             acc = acc - L[j, b, a] * work[r, b]
         work[r, a] = acc / L[j, a, a]
+
+
+cdef inline void _T_times(const double[:, ::1] T, Py_ssize_t Q, double[:, ::1] work,
+                          Py_ssize_t src, Py_ssize_t dst) noexcept nogil:
+    """work[dst] := T work[src]   (T lower triangular)."""
+    cdef Py_ssize_t a, b
+    cdef double acc
+    for a in range(Q):
+        acc = 0.0
+        for b in range(a + 1):
+            acc = acc + T[a, b] * work[src, b]
+        work[dst, a] = acc
