@@ -97,6 +97,7 @@ class CrossedFactor:
         self._C1 = np.zeros((1, p1, p1))
         self._ld1 = np.zeros(1)
         self.a22_idx = np.concatenate(self._a22_idx)
+        self.qvalues = np.unique(self.qe)  # the widths of the coupling blocks
         self.diag_idx = np.arange(self.m) * (self.m + 1)
 
     def _a22_values(self, Ts: list[np.ndarray]) -> np.ndarray:
@@ -209,7 +210,14 @@ class CrossedFactor:
         u2 = solve_triangular(self.L22, rhs2, lower=True, trans="T", check_finite=False)
         q1 = self.terms[0].q
         r1 = self.c1[:, :, -1] - self.c1[:, :, :-1] @ beta
-        for qu in np.unique(self.qe):  # r1_j -= sum_e W_e' u2[e]
+        if q1 == 1 and len(self.qvalues) == 1 and self.qvalues[0] == 1:  # scalar terms
+            r1[:, 0] -= np.bincount(self.j, self.W[self.ooff] * u2[self.row], minlength=len(r1))
+            u1 = r1 / self.L11[:, :, 0]
+            return [u1] + [
+                u2[self.off[k] : self.off[k + 1]].reshape(t.nlevels, t.q)
+                for k, t in enumerate(self.terms[1:])
+            ]
+        for qu in self.qvalues:  # r1_j -= sum_e W_e' u2[e]
             sel = np.flatnonzero(self.qe == qu)
             Wm = self.W[self.ooff[sel, None] + np.arange(qu * q1)].reshape(len(sel), qu, q1)
             useg = u2[self.row[sel, None] + np.arange(qu)]
