@@ -296,14 +296,15 @@ class LmerFit:
         return bool(np.any(self.theta[lower == 0] < SINGULAR_TOL))
 
     def _Ts(self) -> list[np.ndarray]:
+        """Each term's relative covariance factor T from theta (as ReTerm.T)."""
+        from ._terms import _lower_flat
+
         out, start = [], 0
         for t in self.terms:
             k = t.q * (t.q + 1) // 2
-            T = np.zeros((t.q, t.q))
-            r, c = np.tril_indices(t.q)
-            order = np.lexsort((r, c))
-            T[r[order], c[order]] = self.theta[start : start + k]
-            out.append(T)
+            T = np.zeros(t.q * t.q)
+            T[_lower_flat(t.q)] = self.theta[start : start + k]
+            out.append(T.reshape(t.q, t.q))
             start += k
         return out
 

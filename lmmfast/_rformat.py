@@ -52,11 +52,6 @@ def _fixed(x: float, dec: int) -> str:
     return s[1:] if s.startswith("-") and float(s) == 0 else s  # R prints -0.00 as 0.00
 
 
-def round_half_even(x, dec: int):
-    """R's round(x, dec)."""
-    return np.round(np.asarray(x, dtype=float), dec)
-
-
 def zapsmall(x, digits: int) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     mx = np.max(np.abs(x)) if x.size else 0.0
