@@ -19,7 +19,7 @@ from ._errors import (
     NotMixedModelError,
     SingularFitWarning,
 )
-from ._inference import anova
+from ._inference.anova import anova
 from ._lmer import RankDeficiencyWarning, lmer
 from ._persist import PersistenceError, load
 from ._result import LmerFit

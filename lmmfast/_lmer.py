@@ -7,14 +7,14 @@ import warnings
 
 import numpy as np
 
-from ._crossprod import RowData
 from ._errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
-from ._formula import parse_formula
-from ._frame import ModelFrame, build_frame
 from ._optimize import bobyqa, check_optimum, lbfgs
 from ._pls import ProfiledDeviance
 from ._rank import independent_columns
 from ._result import LmerFit, TermInfo
+from ._sources.crossprod import RowData
+from ._sources.formula import parse_formula
+from ._sources.frame import ModelFrame, build_frame
 
 
 class RankDeficiencyWarning(UserWarning):

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _blocked, _crossed
-from ._blocked import BlockedFactor, ClusteredFactor, is_block_diagonal, nesting_maps
-from ._crossed import CrossedFactor
-from ._crossprod import CrossProducts
 from ._errors import DataError
-from ._sparse import SparseFactor
+from ._factor import blocked as _blocked
+from ._factor import crossed as _crossed
+from ._factor.blocked import BlockedFactor, ClusteredFactor, is_block_diagonal, nesting_maps
+from ._factor.crossed import CrossedFactor
+from ._factor.sparse import SparseFactor
+from ._sources.crossprod import CrossProducts
 from ._terms import ReTerm
 
 

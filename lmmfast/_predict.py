@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from ._errors import DataError, FormulaError, NewLevelsError
-from ._formula import parse_formula
-from ._frame import _as_frame, evaluate_columns, group_labels
+from ._sources.formula import parse_formula
+from ._sources.frame import _as_frame, evaluate_columns, group_labels
 
 _NONE = {"~0", "~ 0", "0", "NA", "~NA", "~ NA", "~-1", "~ -1"}
 

@@ -180,11 +180,11 @@ class LmerFit:
                 {"Estimate": est, "Std. Error": se, "t value": est / se}, index=self.xnames
             )
         if str(ddf).lower() == "satterthwaite":
-            from ._satterthwaite import satterthwaite_table
+            from ._inference.satterthwaite import satterthwaite_table
 
             return satterthwaite_table(self)
         if str(ddf).lower().replace("_", "-") in ("kenward-roger", "kr"):
-            from ._kenward_roger import kenward_roger_table
+            from ._inference.kenward_roger import kenward_roger_table
 
             return kenward_roger_table(self)
         raise ArgumentError(f"ddf must be None, 'satterthwaite' or 'kenward-roger', not {ddf!r}")
@@ -194,8 +194,8 @@ class LmerFit:
         (likelihood profiles of the ML deviance, every parameter: sd_.., cor_.., sigma,
         fixed effects), "wald" (fixed effects) or "boot" (parametric bootstrap percentile
         intervals of every parameter; nsim refits from simulate())."""
-        from ._inference import confint_boot, confint_wald
-        from ._profile import confint_profile
+        from ._inference.intervals import confint_boot, confint_wald
+        from ._inference.profile import confint_profile
 
         if method.lower() == "wald":
             return confint_wald(self, level)
@@ -395,7 +395,7 @@ class LmerFit:
     def summary(self, ddf: str | None = None):
         """An object whose str() is laid out as lme4's summary(); ddf="satterthwaite" adds
         df and p-values as lmerTest's summary(fit, ddf = "Satterthwaite")."""
-        from ._summary import LmerSummary
+        from ._present.summary import LmerSummary
 
         return LmerSummary(self, ddf)
 

@@ -135,8 +135,8 @@ def test_integer_codes_are_used_without_hashing_and_give_the_same_fit(ss, kind):
 
 
 def test_columns_are_read_in_place(ss):
-    from lmmfast._formula import parse_formula
-    from lmmfast._frame import build_frame
+    from lmmfast._sources.formula import parse_formula
+    from lmmfast._sources.frame import build_frame
 
     arrays = {c: ss[c].to_numpy(dtype=float) for c in ("Reaction", "Days")}
     arrays["g"] = ss.Subject.astype(int).to_numpy(dtype=np.int32) - 308

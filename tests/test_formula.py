@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import lmmfast
-from lmmfast._formula import RandomTerm, parse_formula
+from lmmfast._sources.formula import RandomTerm, parse_formula
 
 
 def test_random_terms_and_fixed_part_are_separated():

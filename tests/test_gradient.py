@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmmfast._crossprod import cross_products
-from lmmfast._formula import parse_formula
-from lmmfast._frame import build_frame
 from lmmfast._pls import ProfiledDeviance
+from lmmfast._sources.crossprod import cross_products
+from lmmfast._sources.formula import parse_formula
+from lmmfast._sources.frame import build_frame
 
 
 def _data(seed, n=150):
@@ -62,7 +62,7 @@ def test_gradient_on_the_boundary_is_one_sided_correct():
 
 
 def test_two_chunks_of_levels_give_the_same_value_and_gradient(monkeypatch):
-    from lmmfast import _blocked
+    from lmmfast._factor import blocked as _blocked
 
     one, _ = _deviance("y ~ x + (x | g)", True, True, 8)
     monkeypatch.setattr(_blocked, "PARALLEL_LEVELS", 0)

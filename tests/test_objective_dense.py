@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from dense import dense_Lambda, dense_Z, marginal_objective
 
-from lmmfast._crossprod import cross_products
-from lmmfast._formula import parse_formula
-from lmmfast._frame import build_frame
 from lmmfast._pls import ProfiledDeviance
+from lmmfast._sources.crossprod import cross_products
+from lmmfast._sources.formula import parse_formula
+from lmmfast._sources.frame import build_frame
 
 
 def _data(seed, n=120):
@@ -99,7 +99,8 @@ def test_evaluation_reads_no_rows():
 
 @pytest.mark.parametrize("formula", ["y ~ x + (1 | a/b)", "y ~ x + (x | a/b)", "y ~ (1 | a/b/c)"])
 def test_nested_factorization_agrees_with_cholmod(formula, monkeypatch):
-    from lmmfast import _blocked, _crossed
+    from lmmfast._factor import blocked as _blocked
+    from lmmfast._factor import crossed as _crossed
 
     df = _data(11)
     frame = build_frame(parse_formula(formula), df)
@@ -123,7 +124,7 @@ def test_nested_factorization_agrees_with_cholmod(formula, monkeypatch):
     ["y ~ x + (1 | g) + (1 | h)", "y ~ x + (x | g) + (x | h)", "y ~ (1 | g) + (1 | h) + (1 | c)"],
 )
 def test_crossed_factorization_agrees_with_cholmod(formula, monkeypatch):
-    from lmmfast import _crossed
+    from lmmfast._factor import crossed as _crossed
 
     df = _data(13)
     frame = build_frame(parse_formula(formula), df)

@@ -61,7 +61,8 @@ def test_ranef_table_with_conditional_sds(key):
 
 @pytest.mark.parametrize("key", ["penicillin_crossed_reml", "pastes_nested_reml"])
 def test_conditional_sds_by_cholmod_agree(key, monkeypatch):
-    from lmmfast import _blocked, _crossed
+    from lmmfast._factor import blocked as _blocked
+    from lmmfast._factor import crossed as _crossed
 
     monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)
     monkeypatch.setattr(_crossed, "MAX_DENSE", 0)
@@ -134,7 +135,8 @@ def test_refit_to_the_same_response_reproduces_the_fit():
 
 
 def test_refit_reuses_cholmods_analysis(monkeypatch):
-    from lmmfast import _blocked, _crossed
+    from lmmfast._factor import blocked as _blocked
+    from lmmfast._factor import crossed as _crossed
 
     monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)
     monkeypatch.setattr(_crossed, "MAX_DENSE", 0)
@@ -166,7 +168,7 @@ def test_bootstrap_intervals_cover_the_estimates_and_have_lme4s_names():
         "(Intercept)",
         "Days",
     ]  # as refs_lme4.json's confint_profile names
-    est = lmmfast._inference.parameters(fit)
+    est = lmmfast._inference.intervals.parameters(fit)
     assert ((ci.iloc[:, 0] <= est) & (est <= ci.iloc[:, 1])).all()
     again = fit.confint("boot", nsim=40, seed=3)
     pd.testing.assert_frame_equal(ci, again)
@@ -224,7 +226,7 @@ def test_kenward_roger_df_and_p_values_match_pbkrtest(key):
 
 
 def test_kenward_roger_refuses_large_data_with_advice(monkeypatch):
-    from lmmfast import _kenward_roger
+    from lmmfast._inference import kenward_roger as _kenward_roger
 
     monkeypatch.setattr(_kenward_roger, "MAX_ROWS", 100)
     with pytest.raises(ValueError, match="limited to 100 rows. Use ddf='satterthwaite'"):

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 import lmmfast
-from lmmfast._crossprod import cross_products
-from lmmfast._formula import parse_formula
-from lmmfast._frame import build_frame
 from lmmfast._pls import ProfiledDeviance
+from lmmfast._sources.crossprod import cross_products
+from lmmfast._sources.formula import parse_formula
+from lmmfast._sources.frame import build_frame
 
 STRUCTURES = [
     "y ~ x + (1 | a)",

@@ -113,7 +113,8 @@ def test_one_thousand_fits_and_predictions_leave_memory_flat():
 
 
 def test_cholmod_factors_are_freed(monkeypatch):
-    from lmmfast import _blocked, _crossed
+    from lmmfast._factor import blocked as _blocked
+    from lmmfast._factor import crossed as _crossed
 
     monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)
     monkeypatch.setattr(_crossed, "MAX_DENSE", 0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ._errors import FormulaError, NotMixedModelError
+from .._errors import FormulaError, NotMixedModelError
 
 _OPEN = "([{"
 _CLOSE = ")]}"

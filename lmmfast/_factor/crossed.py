@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cholesky, lapack, solve_triangular
 
-from . import _blockdiag, _schur
-from ._crossprod import CrossProducts
-from ._errors import DataError
-from ._terms import ReTerm
+from .. import _blockdiag, _schur
+from .._errors import DataError
+from .._sources.crossprod import CrossProducts
+from .._terms import ReTerm
 
 MAX_DENSE = 4000  # above this many effects in the other terms, CHOLMOD's sparsity wins
 
@@ -40,7 +40,7 @@ class CrossedFactor:
         sizes = [t.nlevels * t.q for t in terms[1:]]
         self.off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # rows of the rest
         self.m = int(self.off[-1])
-        from ._memory import check_allocation
+        from .._memory import check_allocation
 
         check_allocation(
             4 * 8 * self.m**2, f"the dense {self.m} x {self.m} Schur complement",

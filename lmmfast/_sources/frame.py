@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 
-from ._errors import DataError, MissingColumnError
-from ._formula import ParsedFormula
-from ._terms import ReTerm, check_term, encode_groups
+from .._errors import DataError, MissingColumnError
+from .._terms import ReTerm, check_term, encode_groups
+from .formula import ParsedFormula
 
 _BRACKET = re.compile(r"\[(?:T\.)?([^\]]*)\]")
 
@@ -156,7 +156,7 @@ def _variables(expr: str, data: pd.DataFrame) -> set[str]:
     try:
         found = Formula(expr).required_variables
     except Exception as e:  # formulaic's own parse errors
-        from ._errors import FormulaError
+        from .._errors import FormulaError
 
         raise FormulaError(f"cannot parse {expr!r}: {e}") from None
     # formulaic leaves out the arguments of some transforms (center(x)): any identifier
@@ -285,7 +285,7 @@ def group_labels(data: pd.DataFrame, factors: tuple) -> np.ndarray:
 def _check_design_memory(expr: str, frame: pd.DataFrame) -> None:
     """A categorical variable with many levels makes a dense n x levels matrix: estimate it
     (and formulaic's copy) before it is built."""
-    from ._memory import check_allocation
+    from .._memory import check_allocation
 
     ncol = 1
     for v in _variables(expr, frame):

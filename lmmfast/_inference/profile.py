@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from ._crossprod import CrossProducts
-from ._inference import parameters
-from ._pls import ProfiledDeviance
+from .._pls import ProfiledDeviance
+from .._sources.crossprod import CrossProducts
+from .intervals import parameters
 
 
 def confint_profile(fit, level: float = 0.95) -> pd.DataFrame:

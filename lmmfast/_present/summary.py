@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._rformat import (
+from .rformat import (
     abbreviate,
     char_matrix,
     format_num,

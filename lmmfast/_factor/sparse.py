@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ._cholmod import SymbolicCholesky
-from ._crossprod import CrossProducts
-from ._terms import ReTerm
+from .._sources.crossprod import CrossProducts
+from .._terms import ReTerm
+from .cholmod import SymbolicCholesky
 
 
 class SparseFactor:

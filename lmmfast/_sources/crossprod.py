@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import _assemble
-from ._terms import ReTerm
+from .. import _assemble
+from .._terms import ReTerm
 
 
 @dataclass(eq=False)

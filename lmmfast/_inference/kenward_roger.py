@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
-from ._errors import ArgumentError
+from .._errors import ArgumentError
 
 MAX_ROWS = 3000
 
@@ -37,7 +37,7 @@ def kenward_roger_table(fit) -> pd.DataFrame:
     if fit._frame is None:
         raise RuntimeError("Kenward-Roger needs the data, which a fit loaded from disk has not")
     X = np.column_stack([np.broadcast_to(c, c.shape) for c in fit._frame.Xcols])[:, fit._keep]
-    from ._memory import check_allocation
+    from .._memory import check_allocation
 
     k = sum(t.q * (t.q + 1) // 2 for t in fit.terms) + 1
     check_allocation(8 * fit.nobs**2 * (2 * k + 4), "Kenward-Roger's dense n x n matrices",

@@ -11,9 +11,9 @@ import os
 
 import numpy as np
 
-from . import _blockdiag
-from ._crossprod import CrossProducts, _sum_chunks
-from ._terms import ReTerm
+from .. import _blockdiag
+from .._sources.crossprod import CrossProducts, _sum_chunks
+from .._terms import ReTerm
 
 PARALLEL_LEVELS = 20_000  # below this, one thread
 
