@@ -25,7 +25,13 @@ OPTIMIZERS = ("auto", "lbfgs", "bobyqa")
 
 
 def lmer(
-    formula: str, data, REML: bool = True, weights=None, offset=None, optimizer: str = "auto"
+    formula: str,
+    data,
+    REML: bool = True,
+    weights=None,
+    offset=None,
+    optimizer: str = "auto",
+    contrasts: dict | None = None,
 ) -> LmerFit:
     """Fit a linear mixed model, as lme4's ``lmer``.
 
@@ -46,6 +52,10 @@ def lmer(
     optimizer : {"auto", "lbfgs", "bobyqa"}
         "auto" (default) uses L-BFGS-B with the analytic gradient where it is available (one
         grouping factor) and BOBYQA (lme4's default) otherwise or if L-BFGS-B fails.
+    contrasts : dict, optional
+        The coding of fixed-effect factors, as lme4's ``contrasts=``: ``{"recipe": "sum"}``;
+        one of "treatment" (the default; ordered factors: "poly"), "sum", "helmert", "poly",
+        "SAS", also spelled "contr.sum" etc.  Column names are R's (``recipe1`` for sum).
 
     Returns
     -------
@@ -55,7 +65,11 @@ def lmer(
         raise ArgumentError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
     data_name = _caller_name(data)
     parsed = parse_formula(formula)
-    frame = build_frame(parsed, data, weights, offset)
+    if contrasts is not None and not isinstance(contrasts, dict):
+        raise ArgumentError(
+            f"contrasts must be a dict such as {{'recipe': 'sum'}}, not {type(contrasts).__name__}"
+        )
+    frame = build_frame(parsed, data, weights, offset, contrasts)
     if np.ptp(frame.y) == 0:
         raise DataError(
             f"response {parsed.response!r} is constant (zero variance); there is nothing to model"

@@ -19,6 +19,7 @@ import pandas as pd
 from ._errors import DataError, LMMError
 from ._optimize import OptSummary
 from ._result import LmerFit, TermInfo
+from ._sources.design import Design
 
 FORMAT = "lmmfast-fit"
 VERSION = 1
@@ -136,6 +137,8 @@ def _index_values(index) -> np.ndarray:
 def _spec_to_json(spec) -> dict:
     if isinstance(spec, tuple) and spec[0] == "columns":
         return {"kind": "columns", "intercept": bool(spec[1]), "names": list(spec[2])}
+    if isinstance(spec, Design):  # R's model.matrix with its fitted state, as plain data
+        return spec.to_json()
     formula = str(spec.formula)
     if spec.transform_state or _STATEFUL.search(formula):
         return {"kind": "unavailable", "formula": formula}
@@ -152,6 +155,8 @@ def _spec_to_json(spec) -> dict:
 def _spec_from_json(d: dict):
     if d["kind"] == "columns":
         return ("columns", d["intercept"], d["names"])
+    if d["kind"] == "r":
+        return Design.from_json(d)
     if d["kind"] == "unavailable":
         return _Unavailable(d["formula"])
     from formulaic import model_matrix

@@ -8,6 +8,8 @@ import pandas as pd
 from ._errors import DataError, FormulaError, NewLevelsError
 from ._sources.formula import parse_formula
 from ._sources.frame import _as_frame, evaluate_columns, group_labels
+from ._sources.rexpr import parse
+from ._sources.rfunctions import Env, evaluate
 
 _NONE = {"~0", "~ 0", "0", "NA", "~NA", "~ NA", "~-1", "~ -1"}
 
@@ -102,11 +104,5 @@ def _offset(fit, data: pd.DataFrame) -> np.ndarray:
             )
         off += data[fit.offset_name].to_numpy(dtype=np.float64)
     for expr in parse_formula(fit.formula).offsets:
-        off += evaluate_columns(_offset_spec(expr, data), data)[0]
+        off += evaluate(parse(expr), Env(data, fitting=False))
     return off
-
-
-def _offset_spec(expr, data):
-    from formulaic import model_matrix
-
-    return model_matrix("0 + " + expr, data.head(1), na_action="ignore").model_spec

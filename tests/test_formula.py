@@ -29,7 +29,8 @@ def test_slash_nests_finest_first_with_lme4_labels():
         (("batch",), "batch"),
     ]
     p3 = parse_formula("y ~ (1 | a/b/c)")
-    assert [t.label for t in p3.random] == ["c:b:a", "b:a", "a"]
+    assert [t.label for t in p3.random] == ["c:(b:a)", "b:a", "a"]  # lme4's expandSlash
+    assert p3.random[0].factors == ("c", "b", "a")
 
 
 def test_interaction_grouping_and_crossed_terms():
@@ -43,10 +44,10 @@ def test_only_random_terms_gives_intercept_only_fixed_part():
     assert parse_formula("y ~ 0 + (1 | g)").fixed == "0"
 
 
-def test_r_power_inside_calls_is_arithmetic_not_xor():
-    # in R, I(x^2) squares; in Python, ^ is XOR: the parser must translate
-    assert parse_formula("y ~ I(x^2) + (1|g)").fixed == "I(x**2)"
-    assert parse_formula("y ~ (a + b)^2 + (1|g)").fixed == "(a + b)^2"  # formula power stays
+def test_fixed_part_stays_in_r_syntax():
+    # R's own terms() and model.matrix read it (rterms.py, design.py): nothing is translated
+    assert parse_formula("y ~ I(x^2) + (1|g)").fixed == "I(x^2)"
+    assert parse_formula("y ~ (a + b)^2 + (1|g)").fixed == "(a + b)^2"
 
 
 def test_offset_terms_are_taken_out():

@@ -72,11 +72,16 @@ def test_version_and_format_are_checked(tmp_path):
         lmmfast.load(tmp_path / "other.npz")
 
 
-def test_stateful_transforms_refuse_new_data_after_loading(tmp_path):
+@pytest.mark.parametrize(
+    "rhs", ["center(Days)", "scale(Days) + poly(Days, 2)", "factor(Days %% 3) + I(Days > 4)"]
+)
+def test_stateful_transforms_predict_new_data_after_loading(tmp_path, rhs):
+    # the fitted state (means, poly() coefficients, levels) is stored as data
     ss = load_reference_data("sleepstudy")
-    fit = lmmfast.lmer("Reaction ~ center(Days) + (1 | Subject)", ss)
+    fit = lmmfast.lmer(f"Reaction ~ {rhs} + (1 | Subject)", ss)
     fit.save(tmp_path / "fit.npz")
     back = lmmfast.load(tmp_path / "fit.npz")
-    np.testing.assert_array_equal(back.predict(), fit.predict())  # the fitted rows: fine
-    with pytest.raises(lmmfast.DataError, match="stateful transforms"):
-        back.predict(ss)
+    np.testing.assert_array_equal(back.predict(), fit.predict())
+    new = ss.iloc[::7].assign(Days=ss.Days.iloc[::7] % 5)  # other rows, a different mean
+    np.testing.assert_allclose(back.predict(new), fit.predict(new), rtol=1e-13)
+    np.testing.assert_allclose(back.predict(ss), fit.fitted(), rtol=1e-10)

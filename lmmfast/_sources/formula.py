@@ -4,12 +4,12 @@ The random-effects terms are expanded as lme4 1.1 does:
 
 * ``(x || g)``   -> ``(1 | g) + (0 + x | g)``   (uncorrelated terms, one per formula term)
 * ``(1 | a/b)``  -> ``(1 | b:a) + (1 | a)``      (finest first; the label of a:b within a is "b:a")
+* ``(1 | a/b/c)`` -> labels ``c:(b:a)``, ``b:a``, ``a`` (lme4's expandSlash nests the labels)
 * ``(1 | a:b)``  -> one term on the interaction factor, labelled "a:b"
 
-The fixed part and each term's left-hand side are handed to formulaic, after two
-translations that keep R's meaning: ``^`` inside a function call is arithmetic power
-in R (``I(x^2)``) but XOR in Python, so it becomes ``**``; ``factor(x)`` becomes
-formulaic's ``C(x)``.  ``offset(expr)`` terms are taken out of the fixed part.
+The fixed part and each term's left-hand side stay in R's syntax, for R's terms() and
+model.matrix (rterms.py, design.py).  ``offset(expr)`` terms are taken out of the fixed
+part.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _NAME = re.compile(r"^(`[^`]+`|[A-Za-z_.][A-Za-z0-9_.]*)$")
 class RandomTerm:
     """One random-effects term ``(expr | f1:f2:...)`` after expansion."""
 
-    expr: str  # the left-hand side, for formulaic (e.g. "1 + Days", "0 + Days")
+    expr: str  # the left-hand side, R's syntax (e.g. "1 + Days", "0 + Days")
     factors: tuple[str, ...]  # columns whose interaction is the grouping factor
     label: str  # lme4's name of the grouping factor, e.g. "Subject", "cask:batch"
 
@@ -39,7 +39,7 @@ class ParsedFormula:
 
     formula: str
     response: str
-    fixed: str  # right-hand side of the fixed part, for formulaic
+    fixed: str  # right-hand side of the fixed part, R's syntax
     random: tuple[RandomTerm, ...]
     offsets: tuple[str, ...] = ()  # expressions inside offset(...)
 
@@ -84,7 +84,7 @@ def parse_formula(formula: str) -> ParsedFormula:
         elif text.startswith("offset(") and text.endswith(")"):
             offsets.append(text[len("offset(") : -1].strip())
         else:
-            fixed_parts.append(_to_formulaic(text))
+            fixed_parts.append(text)
     if not random_terms:
         raise NotMixedModelError(
             f"{formula!r} has no random-effects term such as (1 | group), so it is not a mixed "
@@ -115,12 +115,14 @@ def _random_term(inner: str, formula: str, at: int) -> list[RandomTerm]:
     groups = _grouping(rhs, formula, at + bars[0] + width)
     exprs = _uncorrelated(lhs) if double else [lhs]
     return [
-        RandomTerm(_to_formulaic(e), factors, label) for factors, label in groups for e in exprs
+        RandomTerm(e, factors, label) for factors, label in groups for e in exprs
     ]
 
 
 def _grouping(rhs: str, formula: str, at: int) -> list[tuple[tuple[str, ...], str]]:
-    """'a/b' -> [(('b', 'a'), 'b:a'), (('a',), 'a')]; 'a:b' -> [(('a', 'b'), 'a:b')]."""
+    """'a/b' -> [(('b', 'a'), 'b:a'), (('a',), 'a')]; 'a:b' -> [(('a', 'b'), 'a:b')].
+
+    lme4's labels nest: a/b/c -> 'c:(b:a)', 'b:a', 'a' (the factors are c, b, a)."""
     nests = []
     for part in rhs.split("/"):
         names = [s.strip() for s in part.split(":")]
@@ -136,7 +138,10 @@ def _grouping(rhs: str, formula: str, at: int) -> list[tuple[tuple[str, ...], st
     out = []
     for k in range(len(nests), 0, -1):  # finest first, as lme4's expandSlash
         factors = [f for level in reversed(nests[:k]) for f in level]
-        out.append((tuple(factors), ":".join(factors)))
+        label = ":".join(nests[0])
+        for j, level in enumerate(nests[1:k], start=1):
+            label = ":".join(level) + ":" + (f"({label})" if j > 1 else label)
+        out.append((tuple(factors), label))
     return out
 
 
@@ -152,30 +157,6 @@ def _uncorrelated(lhs: str) -> list[str]:
         if p and p != "1":
             terms.append(f"0 + {p}")
     return (["1"] if intercept else []) + terms
-
-
-def _to_formulaic(expr: str) -> str:
-    """R -> formulaic: '^' inside calls becomes '**'; factor( becomes C(."""
-    out, depth_calls, i = [], [], 0
-    while i < len(expr):
-        ch = expr[i]
-        if ch in "'\"`":
-            j = expr.find(ch, i + 1)
-            j = len(expr) - 1 if j < 0 else j
-            out.append(expr[i : j + 1])
-            i = j + 1
-            continue
-        if ch == "(":
-            before = "".join(out).rstrip()
-            depth_calls.append(bool(before) and (before[-1].isalnum() or before[-1] in "._"))
-        elif ch == ")" and depth_calls:
-            depth_calls.pop()
-        if ch == "^" and any(depth_calls):
-            out.append("**")
-        else:
-            out.append(ch)
-        i += 1
-    return re.sub(r"(?<![A-Za-z0-9_.])factor\(", "C(", "".join(out))
 
 
 def _check_brackets(s: str) -> None:

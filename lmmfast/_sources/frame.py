@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from formulaic import Formula, model_matrix
 
 from .._errors import DataError, MissingColumnError
 from .._terms import ReTerm, check_term, encode_groups
+from .design import Design, build_design, evaluate_vector, variables_of
 from .formula import ParsedFormula
-
-_BRACKET = re.compile(r"\[(?:T\.)?([^\]]*)\]")
+from .rexpr import is_constant_name, parse
+from .rfunctions import data_symbols
 
 
 @dataclass(eq=False)
@@ -33,7 +33,7 @@ class ModelFrame:
     terms: list[ReTerm]  # in lme4's order: decreasing number of levels
     n_dropped: int  # rows dropped for missing values
     row_index: pd.Index  # index labels of the rows kept
-    fixed_spec: object  # formulaic ModelSpec of the fixed part, or the column names if simple
+    fixed_spec: object  # design.Design of the fixed part, or the column names if simple
 
     @property
     def n(self) -> int:
@@ -45,8 +45,12 @@ class ModelFrame:
         return np.column_stack([np.broadcast_to(x, x.shape) for x in self.Xcols])
 
 
-def build_frame(parsed: ParsedFormula, data, weights=None, offset=None) -> ModelFrame:
-    """Evaluate a parsed formula on `data` (a DataFrame or a mapping of columns)."""
+def build_frame(
+    parsed: ParsedFormula, data, weights=None, offset=None, contrasts=None
+) -> ModelFrame:
+    """Evaluate a parsed formula on `data` (a DataFrame or a mapping of columns).
+
+    contrasts: {factor: "treatment" | "sum" | "helmert" | "poly" | "SAS"} for the fixed part."""
     data = _as_frame(data)
     used = _used_columns(parsed, data, weights, offset)
     keep = np.ones(len(data), dtype=bool)
@@ -65,7 +69,7 @@ def build_frame(parsed: ParsedFormula, data, weights=None, offset=None) -> Model
             f"{', '.join(map(repr, used))}; check those columns"
         )
     y = _response(parsed.response, frame)
-    Xcols, xnames, fixed_spec = _model_columns(parsed.fixed, frame, parsed.formula)
+    Xcols, xnames, fixed_spec = _model_columns(parsed.fixed, frame, parsed.formula, contrasts)
     n = len(frame)
     if w_arr is not None:
         w_arr = w_arr[keep]
@@ -79,7 +83,7 @@ def build_frame(parsed: ParsedFormula, data, weights=None, offset=None) -> Model
     if o_arr is not None:
         off += o_arr[keep]
     for expr in parsed.offsets:
-        off += _evaluate(expr, frame)
+        off += evaluate_vector(expr, frame, "offset")
     if not np.all(np.isfinite(off)):
         raise DataError("the offset has infinite values; check the offset column or expression")
     terms = [_term(rt, frame, parsed.formula) for rt in parsed.random]
@@ -131,16 +135,16 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame, weights, offset) ->
     names: list[str] = []
 
     def add(found):
-        for v in sorted(found, key=str):
+        for v in found:
             if v not in data.columns:
                 raise MissingColumnError(v, data.columns)
             if v not in names:
                 names.append(v)
 
-    add(_variables(parsed.response, data))
+    add(_variables(parsed.response, data, rhs=False))
     add(_variables(parsed.fixed, data))
     for expr in parsed.offsets:
-        add(_variables(expr, data))
+        add(_variables(expr, data, rhs=False))
     for rt in parsed.random:
         add(_variables(rt.expr, data))
         add(rt.factors)
@@ -150,26 +154,12 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame, weights, offset) ->
     return names
 
 
-def _variables(expr: str, data: pd.DataFrame) -> set[str]:
+def _variables(expr: str, data: pd.DataFrame, rhs: bool = True) -> list[str]:
+    """The data columns an expression reads (a right-hand side, or one R expression)."""
     if expr in data.columns:
-        return {expr}
-    try:
-        found = Formula(expr).required_variables
-    except Exception as e:  # formulaic's own parse errors
-        from .._errors import FormulaError
-
-        raise FormulaError(f"cannot parse {expr!r}: {e}") from None
-    # formulaic leaves out the arguments of some transforms (center(x)): any identifier
-    # of the expression that names a column is used too
-    named = {w for w in _IDENT.findall(expr) if w in data.columns}
-    calls = {m for m in re.findall(r"([A-Za-z_.][A-Za-z0-9_.]*)\s*\(", expr)} - set(data.columns)
-    return {v for v in (str(x) for x in found) if v not in _KNOWN_FUNCTIONS | calls} | named
-
-
-_IDENT = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
-
-
-_KNOWN_FUNCTIONS = {"np", "numpy", "log", "exp", "sqrt", "abs", "center", "scale", "poly", "C"}
+        return [expr]
+    names = variables_of(expr) if rhs else data_symbols(parse(expr))
+    return [v for v in names if v in data.columns or not is_constant_name(v)]
 
 
 def _vector_arg(arg, what: str, data: pd.DataFrame) -> np.ndarray | None:
@@ -205,17 +195,10 @@ def _response(expr: str, frame: pd.DataFrame) -> np.ndarray:
             )
         y = col.to_numpy(dtype=np.float64)  # read-only, never written
     else:
-        y = _evaluate(expr, frame)
+        y = evaluate_vector(expr, frame, "response")
     if not np.all(np.isfinite(y)):
         raise DataError(f"response {expr!r} has infinite values; remove or recode those rows")
     return y
-
-
-def _evaluate(expr: str, frame: pd.DataFrame) -> np.ndarray:
-    mm = model_matrix("0 + " + expr, frame, na_action="raise")
-    if mm.shape[1] != 1:
-        raise DataError(f"{expr!r} must evaluate to one numeric column, not {mm.shape[1]}")
-    return mm.to_numpy(dtype=np.float64)[:, 0].copy()
 
 
 def _term(rt, frame: pd.DataFrame, formula: str) -> ReTerm:
@@ -224,14 +207,14 @@ def _term(rt, frame: pd.DataFrame, formula: str) -> ReTerm:
     return ReTerm(rt.label, cnames, codes, labels, order, Zcols, spec, tuple(rt.factors))
 
 
-def _model_columns(expr: str, frame: pd.DataFrame, formula: str):
+def _model_columns(expr: str, frame: pd.DataFrame, formula: str, contrasts=None):
     """The model columns of a formula's right-hand side: (columns, names, spec).
 
     A plain sum of numeric columns (with or without intercept, the common case) is read
-    straight from the data, without copies; anything else goes through formulaic.
+    straight from the data, without copies; anything else is R's model.matrix (design.py).
     """
     n = len(frame)
-    simple = _plain_columns(expr, frame)
+    simple = _plain_columns(expr, frame) if not contrasts else None
     if simple is not None:
         intercept, names = simple
         cols = [frame[c].to_numpy(dtype=np.float64) for c in names]
@@ -239,16 +222,9 @@ def _model_columns(expr: str, frame: pd.DataFrame, formula: str):
         if intercept:
             cols.insert(0, np.broadcast_to(np.float64(1.0), (n,)))  # all ones, not allocated
         return cols, (["(Intercept)"] if intercept else []) + names, ("columns", intercept, names)
-    _check_design_memory(expr, frame)
-    try:
-        mm = model_matrix(expr, frame, na_action="raise")
-    except Exception as e:  # formulaic: an unknown function, a bad transform argument, ...
-        raise DataError(f"cannot evaluate {expr!r} on the data: {e}") from None
-    M = np.asfortranarray(mm.to_numpy(dtype=np.float64))  # contiguous columns
-    names = [_r_name(c, formula) for c in mm.columns]
-    cols = [M[:, j] for j in range(M.shape[1])]
+    cols, names, spec = build_design(expr, frame, formula, contrasts)
     _check_finite(cols, names)
-    return cols, names, mm.model_spec
+    return cols, names, spec
 
 
 def evaluate_columns(spec, data: pd.DataFrame) -> list[np.ndarray]:
@@ -258,14 +234,18 @@ def evaluate_columns(spec, data: pd.DataFrame) -> list[np.ndarray]:
         for c in names:
             if c not in data.columns:
                 raise MissingColumnError(c, data.columns)
-        cols = [data[c].to_numpy(dtype=np.float64) for c in names]
+        cols = [data[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in names]
         return ([np.broadcast_to(np.float64(1.0), (len(data),))] if intercept else []) + cols
-    try:
+    if isinstance(spec, Design):
+        return spec.columns(data)
+    try:  # a formulaic ModelSpec (a fit saved by lmmfast 0.x)
         M = np.asfortranarray(spec.get_model_matrix(data, na_action="ignore").to_numpy(float))
     except Exception as e:  # formulaic: a missing column, an unknown level, ...
         missing = [v for v in spec.required_variables if v not in data.columns]
         if missing:
             raise MissingColumnError(sorted(missing)[0], data.columns) from None
+        if isinstance(e, DataError):
+            raise
         raise DataError(f"cannot evaluate the model on the new data: {e}") from None
     return [M[:, j] for j in range(M.shape[1])]
 
@@ -280,25 +260,6 @@ def group_labels(data: pd.DataFrame, factors: tuple) -> np.ndarray:
     for p in parts[1:]:
         out = out + ":" + p
     return out
-
-
-def _check_design_memory(expr: str, frame: pd.DataFrame) -> None:
-    """A categorical variable with many levels makes a dense n x levels matrix: estimate it
-    (and formulaic's copy) before it is built."""
-    from .._memory import check_allocation
-
-    ncol = 1
-    for v in _variables(expr, frame):
-        col = frame[v]
-        if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
-            ncol += col.nunique()
-        else:
-            ncol += 1
-    check_allocation(
-        3 * 8 * len(frame) * ncol, f"the model matrix of {expr!r} ({len(frame)} rows x ~{ncol} "
-        "columns)", "A categorical variable with this many levels belongs in a random-effects "
-        "term, e.g. (1 | variable), not in the fixed effects.",
-    )  # fmt: skip
 
 
 def _plain_columns(expr: str, frame: pd.DataFrame):
@@ -331,13 +292,3 @@ def _check_finite(cols: list[np.ndarray], names: list[str]) -> None:
             f"infinite values in {', '.join(map(repr, cols))}; remove or recode those rows "
             "(missing values are dropped, infinite ones are not)"
         )
-
-
-def _r_name(name: str, formula: str) -> str:
-    """formulaic column name -> the name lme4 prints: Intercept -> (Intercept), f[T.b] -> fb."""
-    if name == "Intercept":
-        return "(Intercept)"
-    name = _BRACKET.sub(r"\1", name).replace(" ** ", "^")
-    if "factor(" in formula:  # the user wrote R's factor(x), which the parser made C(x)
-        name = re.sub(r"(?<![A-Za-z0-9_.])C\(", "factor(", name)
-    return name

@@ -1,0 +1,224 @@
+"""R's model.matrix: the model columns of a formula's right-hand side, and how to rebuild
+them on new data.
+
+The terms come from rterms.py, the variables from rfunctions.py.  Each term's columns are
+the products of its variables' columns, the first variable varying fastest, named
+``a:b`` from the variables' column names: a numeric variable its name, a matrix variable
+(``poly(x, 2)``) its name and column (``poly(x, 2)1``), a factor its name and level
+(``recipeB``) or contrast column (``recipe1``, ``o.L``).  A character or logical variable is
+a factor (levels ``FALSE``, ``TRUE``), as in R's model.frame.  Without an intercept, the
+first factor of the first term holding one is coded by indicators, as R does.
+
+``Design`` keeps all that the fit learnt (levels, poly() and scale() coefficients, the
+coding) as plain data: ``columns(newdata)`` evaluates the same columns on new rows (a
+missing value gives NaN, an unseen level a NewLevelsError), and ``to_json()`` stores it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .._errors import ArgumentError, DataError
+from .contrasts import contrast_matrix, contrast_name
+from .rexpr import deparse, parse
+from .rfunctions import Env, data_symbols, evaluate
+from .rterms import Terms, r_terms
+from .rvalues import Char, Factor, Logical, Matrix, as_factor
+
+
+@dataclass(eq=False)
+class Design:
+    """How to compute a formula's model columns (the fitted state included)."""
+
+    rhs: str  # the right-hand side, R's syntax ("recipe * temp", "0 + Days")
+    kinds: dict  # variable label -> {"kind": "numeric" | "matrix" | "factor", ...}
+    state: dict  # stateful functions' state, keyed by deparsed call (see rfunctions)
+    names: list[str] = field(default_factory=list)  # the column names at fitting time
+
+    @property
+    def required_variables(self) -> set[str]:
+        terms = r_terms(self.rhs)
+        return {s for v in terms.variables for s in data_symbols(v)}
+
+    def columns(self, data: pd.DataFrame) -> list[np.ndarray]:
+        """The model columns on (new) data: NaN for rows with a missing value."""
+        terms = r_terms(self.rhs)
+        env = Env(data, self.state, fitting=False)
+        values = [
+            _variable(v, lab, env, self.kinds[lab]) for v, lab in zip(terms.variables, terms.labels)
+        ]  # fmt: skip
+        cols, _ = _assemble(terms, values, self.kinds, len(data))
+        return cols
+
+    def to_json(self) -> dict:
+        return {"kind": "r", "rhs": self.rhs, "kinds": self.kinds, "state": self.state,
+                "names": self.names}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict) -> Design:
+        return cls(d["rhs"], d["kinds"], d["state"], d["names"])
+
+
+def build_design(rhs: str, frame: pd.DataFrame, formula: str, contrasts: dict | None = None):
+    """(columns, names, Design) of the right-hand side `rhs` on the fitting rows."""
+    terms = r_terms(rhs, formula)
+    env = Env(frame, {}, fitting=True)
+    values = [_variable(v, lab, env, None) for v, lab in zip(terms.variables, terms.labels)]
+    contrasts = dict(contrasts or {})
+    kinds = {}
+    for lab, v in zip(terms.labels, values):
+        if isinstance(v, Factor):
+            chosen = contrasts.pop(lab, None)
+            name = (
+                contrast_name(chosen, lab) if chosen is not None
+                else v.contrast or ("poly" if v.ordered else "treatment")
+            )  # fmt: skip
+            kinds[lab] = {"kind": "factor", "contrast": name}
+        elif isinstance(v, Matrix):
+            kinds[lab] = {"kind": "matrix", "colnames": v.colnames, "ncol": v.values.shape[1]}
+        else:
+            kinds[lab] = {"kind": "numeric"}
+    if contrasts:
+        factors = [lab for lab, k in kinds.items() if k["kind"] == "factor"]
+        raise ArgumentError(
+            f"contrasts given for {sorted(contrasts)}, which {'is' if len(contrasts) == 1 else 'are'}"
+            f" not a factor of the fixed effects; the factors are {factors}"
+        )
+    _check_size(terms, values, len(frame), rhs)
+    cols, names = _assemble(terms, values, kinds, len(frame))
+    return cols, names, Design(rhs, kinds, env.state, names)
+
+
+def evaluate_vector(expr: str, frame: pd.DataFrame, what: str) -> np.ndarray:
+    """One numeric column from an R expression (a response such as incidence/size, an offset)."""
+    v = evaluate(parse(expr), Env(frame))
+    if isinstance(v, Matrix):
+        if v.values.shape[1] != 1:
+            raise DataError(f"{what} {expr!r} must evaluate to one numeric column, not {v.values.shape[1]}")
+        v = v.values[:, 0]
+    if isinstance(v, Logical):
+        raise DataError(
+            f"{what} {expr!r} is logical; a linear mixed model needs a numeric {what}. Use "
+            f"as.numeric({expr}) if you mean 0/1"
+        )
+    if isinstance(v, (Factor, Char)):
+        raise DataError(f"{what} {expr!r} is not numeric (a factor or character vector)")
+    return np.array(np.broadcast_to(np.asarray(v, dtype=np.float64), (len(frame),)))
+
+
+def _variable(node, label: str, env: Env, kind: dict | None):
+    """A model-frame variable: ndarray (n,), Matrix (n, k) or Factor."""
+    v = evaluate(node, env)
+    n = env.n
+    as_f = kind["kind"] == "factor" if kind else isinstance(v, (Factor, Char, Logical))
+    if as_f:
+        if not isinstance(v, (Factor, Char, Logical)):
+            v = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
+        return as_factor(_broadcast(v, n), "var:" + label, env.state, env.fitting, label)
+    if isinstance(v, (Factor, Char, Logical)):
+        raise DataError(
+            f"{label!r} was numeric in the fit but is categorical in the new data; give it the "
+            "type it had"
+        )
+    if isinstance(v, Matrix):
+        out = v
+    else:
+        out = np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)))
+    if env.fitting:
+        vals = out.values if isinstance(out, Matrix) else out
+        bad = int(np.isnan(vals).reshape(n, -1).any(axis=1).sum())
+        if bad:
+            raise DataError(
+                f"{label!r} evaluates to NaN on {bad} row(s) of the data (for example the log "
+                "or square root of a negative number); R would drop those rows, lmmfast does "
+                "not guess: remove them, or change the expression"
+            )
+    return out
+
+
+def _broadcast(v, n: int):
+    if isinstance(v, Logical) and v.v.shape != (n,):
+        return Logical(np.broadcast_to(v.v, (n,)))
+    if isinstance(v, Char) and v.v.shape != (n,):
+        return Char(np.broadcast_to(v.v, (n,)).copy())
+    return v
+
+
+def _check_size(terms: Terms, values, n: int, rhs: str) -> None:
+    """A categorical variable with many levels makes a dense n x levels matrix: estimate it
+    (and its copies) before it is built."""
+    from .._memory import check_allocation
+
+    def width(v):
+        if isinstance(v, Factor):
+            return len(v.levels)
+        return v.values.shape[1] if isinstance(v, Matrix) else 1
+
+    ncol = 1 + sum(int(np.prod([width(values[i]) for i in t])) for t in terms.terms)
+    check_allocation(
+        3 * 8 * n * ncol, f"the model matrix of {rhs!r} ({n} rows x ~{ncol} columns)",
+        "A categorical variable with this many levels belongs in a random-effects term, e.g. "
+        "(1 | variable), not in the fixed effects.",
+    )  # fmt: skip
+
+
+def _assemble(terms: Terms, values, kinds: dict, n: int):
+    codes = terms.contrast_codes()
+    if not terms.intercept:  # R: the first factor of the first term with one gets indicators
+        for term, code in zip(terms.terms, codes):
+            first = [v for v in sorted(term) if kinds[terms.labels[v]]["kind"] == "factor"]
+            if first:
+                code[first[0]] = False
+                break
+    cols = [np.ones(n)] if terms.intercept else []
+    names = ["(Intercept)"] if terms.intercept else []
+    for term, code in zip(terms.terms, codes):
+        tcols, tnames = [None], [""]
+        for v in sorted(term):
+            label = terms.labels[v]
+            vcols, vnames = _variable_columns(values[v], label, kinds[label], code[v])
+            tcols = [x if c is None else c * x for x in vcols for c in tcols]
+            tnames = [f"{m}:{vn}" if m else vn for vn in vnames for m in tnames]
+        cols += [np.ascontiguousarray(c) for c in tcols]
+        names += tnames
+    return cols, names
+
+
+def _variable_columns(value, label: str, kind: dict, by_contrasts: bool):
+    if kind["kind"] == "numeric":
+        return [value], [label]
+    if kind["kind"] == "matrix":
+        k = value.values.shape[1]
+        cn = kind.get("colnames")
+        names = [label] if k == 1 and not cn else [label + (cn[j] if cn else str(j + 1)) for j in range(k)]
+        return [value.values[:, j] for j in range(k)], names
+    levels = value.levels
+    if by_contrasts:
+        if len(levels) < 2:
+            raise DataError(
+                f"the factor {label!r} has only one level ({levels[0] if levels else 'none'}) "
+                "in the data; contrasts need at least 2. Remove it from the formula"
+            )
+        C, cn = contrast_matrix(kind["contrast"], levels)
+    else:
+        C, cn = np.eye(len(levels)), list(levels)
+    C = np.vstack([C, np.full((1, C.shape[1]), np.nan)])  # code -1 (missing) -> NaN
+    M = C[value.codes]
+    return [M[:, j] for j in range(M.shape[1])], [label + c for c in cn]
+
+
+def variables_of(rhs: str, formula: str | None = None) -> list[str]:
+    """The data columns a right-hand side reads (symbols of its variables)."""
+    terms = r_terms(rhs, formula)
+    out: list[str] = []
+    for v in terms.variables:
+        for s in data_symbols(v):
+            if s not in out:
+                out.append(s)
+    return out
+
+
+__all__ = ["Design", "build_design", "deparse", "evaluate_vector", "variables_of"]
