@@ -83,9 +83,10 @@ def build_design(rhs: str, frame: pd.DataFrame, formula: str, contrasts: dict | 
             kinds[lab] = {"kind": "numeric"}
     if contrasts:
         factors = [lab for lab, k in kinds.items() if k["kind"] == "factor"]
+        verb = "is" if len(contrasts) == 1 else "are"
         raise ArgumentError(
-            f"contrasts given for {sorted(contrasts)}, which {'is' if len(contrasts) == 1 else 'are'}"
-            f" not a factor of the fixed effects; the factors are {factors}"
+            f"contrasts given for {sorted(contrasts)}, which {verb} not a factor of the fixed "
+            f"effects; the factors are {factors}"
         )
     _check_size(terms, values, len(frame), rhs)
     cols, names = _assemble(terms, values, kinds, len(frame))
@@ -97,7 +98,9 @@ def evaluate_vector(expr: str, frame: pd.DataFrame, what: str) -> np.ndarray:
     v = evaluate(parse(expr), Env(frame))
     if isinstance(v, Matrix):
         if v.values.shape[1] != 1:
-            raise DataError(f"{what} {expr!r} must evaluate to one numeric column, not {v.values.shape[1]}")
+            raise DataError(
+                f"{what} {expr!r} must evaluate to one numeric column, not {v.values.shape[1]}"
+            )
         v = v.values[:, 0]
     if isinstance(v, Logical):
         raise DataError(
@@ -193,7 +196,10 @@ def _variable_columns(value, label: str, kind: dict, by_contrasts: bool):
     if kind["kind"] == "matrix":
         k = value.values.shape[1]
         cn = kind.get("colnames")
-        names = [label] if k == 1 and not cn else [label + (cn[j] if cn else str(j + 1)) for j in range(k)]
+        if k == 1 and not cn:
+            names = [label]
+        else:
+            names = [label + (cn[j] if cn else str(j + 1)) for j in range(k)]
         return [value.values[:, j] for j in range(k)], names
     levels = value.levels
     if by_contrasts:

@@ -114,9 +114,7 @@ def _random_term(inner: str, formula: str, at: int) -> list[RandomTerm]:
         )
     groups = _grouping(rhs, formula, at + bars[0] + width)
     exprs = _uncorrelated(lhs) if double else [lhs]
-    return [
-        RandomTerm(e, factors, label) for factors, label in groups for e in exprs
-    ]
+    return [RandomTerm(e, factors, label) for factors, label in groups for e in exprs]
 
 
 def _grouping(rhs: str, formula: str, at: int) -> list[tuple[tuple[str, ...], str]]:

@@ -77,7 +77,7 @@ _TOKEN = re.compile(
     | (?P<name>(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*|\.)
     | (?P<bq>`[^`]*`)
     | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
-    | (?P<op>%[^%]*%|\*\*|<=|>=|==|!=|&&|\|\||<-|->|\|>|[-+*/^:<>!&|~(),=\[\]$@?{};])
+    | (?P<op>%[^%]*%|:::?|\*\*|<=|>=|==|!=|&&|\|\||<-|->|\|>|[-+*/^:<>!&|~(),=\[\]$@?{};])
     )""",
     re.VERBOSE,
 )
@@ -136,6 +136,11 @@ class _Parser:
                     self.fail(f"unexpected {value!r}: an operator is missing")
                 return left
             key = "%" if value.startswith("%") else value
+            if key in ("::", ":::"):
+                self.fail(
+                    f"R's {value!r} is not supported: write the function without its package "
+                    f"(bs(x), not splines::bs(x)); lmmfast evaluates only the functions it lists"
+                )
             if key in ("<-", "->", "=", "|>", "$", "@", "[", "?", "{", ";"):
                 self.fail(f"R's {value!r} is not supported in a formula")
             if key not in _BINARY:

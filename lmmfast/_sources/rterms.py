@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._errors import FormulaError
-from .rexpr import Binary, Call, Num, Paren, Unary, deparse, parse
+from .rexpr import Binary, Call, Num, Paren, Sym, Unary, deparse, parse
 
 _FORMULA_OPS = {"+", "-", "*", "/", ":", "^", "%in%"}
 
@@ -56,11 +56,18 @@ class Terms:
 
 def r_terms(rhs: str, formula: str | None = None) -> Terms:
     """terms() of the right-hand side text `rhs` (e.g. "recipe * temp")."""
-    tree = parse(rhs, formula)
+    tree = parse(rhs)  # positions in error messages are in rhs, which they show
     variables: list = []
     labels: list[str] = []
 
     def var(node) -> int:
+        if isinstance(node, Sym) and node.name == ".":
+            raise FormulaError(
+                "'.' (all other columns) is not supported in an lmmfast formula; list the "
+                "columns, e.g. y ~ a + b + (1 | g)",
+                rhs,
+                0,
+            )
         label = deparse(node)
         if label not in labels:
             labels.append(label)
@@ -106,7 +113,7 @@ def r_terms(rhs: str, formula: str | None = None) -> Terms:
                 drop = set(encode(node.right))
                 return [t for t in left if t not in drop]
             if op == "^":
-                return _power(encode(node.left), node.right, formula or rhs)
+                return _power(encode(node.left), node.right, rhs)
             left, right = encode(node.left), encode(node.right)
             if op == "+":
                 return _unique(left + right)
@@ -121,9 +128,7 @@ def r_terms(rhs: str, formula: str | None = None) -> Terms:
                 whole = frozenset().union(*right) if right else frozenset()
                 return _unique([a | whole for a in left])
         if isinstance(node, Call) and node.fn == "offset":
-            raise FormulaError(
-                "offset() must be a term of its own, added with '+'", formula or rhs, 0
-            )
+            raise FormulaError("offset() must be a term of its own, added with '+'", rhs, 0)
         return [frozenset([var(node)])]
 
     terms = [t for t in encode(tree) if t]

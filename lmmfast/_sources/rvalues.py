@@ -58,9 +58,15 @@ def from_column(col: pd.Series):
         return col.to_numpy(dtype=np.float64, na_value=np.nan)
     values = col.to_numpy(dtype=object)
     na = pd.isna(values)
-    if not na.any() and all(isinstance(v, (bool, np.bool_)) for v in values[:1000]):
-        if all(isinstance(v, (bool, np.bool_)) for v in values):
-            return Logical(values.astype(np.float64))
+    kind = pd.api.types.infer_dtype(values, skipna=True)  # objects with None: what they hold
+    if kind in ("boolean", "integer", "floating", "mixed-integer-float", "decimal"):
+        out = np.full(len(values), np.nan)
+        out[~na] = values[~na].astype(np.float64)
+        return Logical(out) if kind == "boolean" else out
+    if kind == "string":
+        out = values.copy()
+        out[na] = None
+        return Char(out)
     out = np.array([None if m else str(v) for v, m in zip(values, na)], dtype=object)
     return Char(out)
 
@@ -127,7 +133,8 @@ def _labels(value):
         return labels, na, uniq
     v = np.asarray(value, dtype=np.float64)
     na = np.isnan(v)
-    uniq = np.unique(v[~na])
-    names = {x: format_number(float(x)) for x in uniq}
-    labels = np.array([names.get(x, "") for x in v], dtype=object)
-    return labels, na, [names[x] for x in uniq]
+    uniq, inverse = np.unique(v[~na], return_inverse=True)
+    names = np.array([format_number(float(x)) for x in uniq] + [""], dtype=object)
+    labels = np.full(len(v), "", dtype=object)
+    labels[~na] = names[inverse]
+    return labels, na, names[:-1].tolist()
