@@ -112,3 +112,34 @@ def test_ordered_pandas_categorical_gets_polynomial_contrasts():
     unordered = cake.assign(temperature=cake.temperature.cat.as_unordered())
     names = lmmfast.lmer(m["formula"], unordered).fixef.index
     assert "temperature185" in names  # treatment contrasts when not ordered
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("key", list(SPEC["models"]))
+def test_every_spelling_predicts_and_survives_saving(key, tmp_path):
+    m = SPEC["models"][key]
+    fit = fit_of(key)
+    data = load(m["data"])
+    np.testing.assert_allclose(fit.predict(data), fit.fitted(), rtol=1e-10)
+    fit.save(tmp_path / "fit.npz")
+    back = lmmfast.load(tmp_path / "fit.npz")
+    part = data.iloc[::3]
+    np.testing.assert_allclose(back.predict(part), fit.predict(part), rtol=1e-13)
+    np.testing.assert_allclose(
+        back.predict(part, re_form="~0"), fit.predict(part, re_form="~0"), rtol=1e-13
+    )
+
+
+def test_string_levels_sort_as_r_sorts_them():
+    c = SPEC["collation"]
+    fit = lmmfast.lmer(
+        "y ~ 0 + w + (1 | g)",
+        pd.DataFrame(
+            {
+                "w": c["words"] * 3,
+                "g": np.arange(3 * len(c["words"])) % 5,
+                "y": np.sin(np.arange(3 * len(c["words"]))),
+            }
+        ),  # fmt: skip
+    )
+    assert list(fit.fixef.index) == ["w" + w for w in c["levels"]]

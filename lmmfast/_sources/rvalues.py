@@ -81,10 +81,17 @@ def _label(v) -> str:
     return str(v)
 
 
+_PUNCTUATION = " _-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$"  # ICU's root order of ASCII symbols
+
+
 def collation_key(s: str):
-    """An approximation of R's (ICU) string order: punctuation < digits < letters, letters
-    compared ignoring case first, lower case before upper case on ties."""
-    primary = tuple((0 if not c.isalnum() else 1 if c.isdigit() else 2, c.lower()) for c in s)
+    """An approximation of R's (ICU) string order: symbols (in ICU's order) < digits <
+    letters, letters compared ignoring case first, lower case before upper case on ties."""
+    primary = tuple(
+        (1, c) if c.isdigit() else (2, c.lower()) if c.isalpha()
+        else (0, chr(_PUNCTUATION.find(c) % 128) if c in _PUNCTUATION else c)
+        for c in s
+    )  # fmt: skip
     return primary, tuple(c.isupper() for c in s)
 
 

@@ -97,7 +97,11 @@ term_info <- lapply(rhs, function(r) {
   list(labels = I(attr(t, "term.labels")), intercept = attr(t, "intercept"))
 })
 names(term_info) <- rhs
+# factor()'s level order for strings (R sorts in its collation, here ICU in C.UTF-8)
+words <- c("b", "B", "a", "A", "_x", "1", "a1", "a10", "a2", "Zeta", "zeta", "a-b", "ab", "A b",
+  "10", "9", "x.y", "x_y", "xy", "Catholic", "Public", "male", "Female")
 out <- list(lme4 = as.character(packageVersion("lme4")), models = res, factors = factors,
-            deparse = deparsed, terms = term_info)
+            deparse = deparsed, terms = term_info, collation = list(words = I(words),
+            levels = I(levels(factor(words)))))
 writeLines(toJSON(out, digits = NA, auto_unbox = TRUE, pretty = TRUE), "refs_formula_language.json")
 cat("wrote refs_formula_language.json and data/\n")
