@@ -211,9 +211,9 @@ def _variable_columns(value, label: str, kind: dict, by_contrasts: bool):
         C, cn = contrast_matrix(kind["contrast"], levels)
     else:
         C, cn = np.eye(len(levels)), list(levels)
-    C = np.vstack([C, np.full((1, C.shape[1]), np.nan)])  # code -1 (missing) -> NaN
-    M = C[value.codes]
-    return [M[:, j] for j in range(M.shape[1])], [label + c for c in cn]
+    C = np.vstack([C, np.full((1, C.shape[1]), np.nan)])  # code -1 (missing): the NaN row
+    cols = [np.take(np.ascontiguousarray(C[:, j]), value.codes) for j in range(C.shape[1])]
+    return cols, [label + c for c in cn]
 
 
 def variables_of(rhs: str, formula: str | None = None) -> list[str]:

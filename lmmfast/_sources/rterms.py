@@ -68,6 +68,13 @@ def r_terms(rhs: str, formula: str | None = None) -> Terms:
                 rhs,
                 0,
             )
+        if isinstance(node, Num):
+            raise FormulaError(
+                f"invalid model formula: the term {deparse(node)!r} is a number; only 0 and 1 "
+                "(the intercept) may stand as terms",
+                rhs,
+                0,
+            )
         label = deparse(node)
         if label not in labels:
             labels.append(label)
