@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._errors import DataError, FormulaError, NewLevelsError
+from ._errors import DataError, FormulaError, MissingColumnError, NewLevelsError
 from ._sources.formula import parse_formula
-from ._sources.frame import _as_frame, evaluate_columns, group_labels
+from ._sources.frame import _as_frame, evaluate_columns
 from ._sources.rexpr import parse
 from ._sources.rfunctions import Env, evaluate
 
@@ -39,12 +39,10 @@ def predict(fit, newdata, re_form, allow_new_levels: bool) -> pd.Series:
     pred += _offset(fit, data)
     for k in use:
         t = fit.terms[k]
-        labels = group_labels(data, t.factors)
-        idx = pd.Index(t.levels).get_indexer(labels)
-        missing = pd.isna(data[list(t.factors)]).any(axis=1).to_numpy()
+        idx, missing, labels = _group_index(data, t.factors, t.levels)
         new = (idx < 0) & ~missing
         if new.any() and not allow_new_levels:
-            unseen = pd.unique(labels[new])
+            unseen = pd.unique(labels(new))
             shown = ", ".join(map(repr, unseen[:5])) + (" ..." if len(unseen) > 5 else "")
             raise NewLevelsError(
                 f"newdata has {len(unseen)} level(s) of {t.group!r} not in the fit: {shown}; "
@@ -56,6 +54,38 @@ def predict(fit, newdata, re_form, allow_new_levels: bool) -> pd.Series:
             pred += np.where(idx < 0, 0.0, z * t.b[safe, a])
         pred[missing] = np.nan
     return pd.Series(pred, index=data.index, name="predicted")
+
+
+def _group_index(data: pd.DataFrame, factors: tuple, levels):
+    """(index of each row's level in `levels`, -1 if new or missing; missing mask; a function
+    giving the labels of given rows), as labelling every row 'v1:v2' with str() would give,
+    but hashing the rows once and formatting only their distinct values."""
+    for f in factors:
+        if f not in data.columns:
+            raise MissingColumnError(f, data.columns)
+    key = np.zeros(len(data), dtype=np.int64)
+    parts = []
+    for f in factors:
+        codes, uniq = pd.factorize(data[f])
+        parts.append((pd.Index(uniq).astype(str).to_numpy(dtype=object), len(uniq) + 1))
+        key = key * (len(uniq) + 1) + (codes + 1)  # 0: missing
+    rows, combos = pd.factorize(key)
+    combos = np.asarray(combos)
+    comp = []
+    for _, base in reversed(parts):
+        comp.append(combos % base - 1)
+        combos = combos // base
+    comp.reverse()
+    missing_u = np.zeros(len(comp[0]), dtype=bool)
+    for c in comp:
+        missing_u |= c < 0
+    labels_u = None
+    for (names, _), c in zip(parts, comp):
+        lab = np.append(names, "nan")[c]
+        labels_u = lab if labels_u is None else labels_u + ":" + lab
+    idx_u = pd.Index(levels).get_indexer(labels_u)
+    idx_u[missing_u] = -1
+    return idx_u[rows], missing_u[rows], lambda which: labels_u[rows[which]]
 
 
 def _selected_terms(fit, re_form) -> list[int]:

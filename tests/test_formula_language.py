@@ -74,6 +74,8 @@ def test_terms_are_rs(rhs):
         ("I(Days$x)", "'$'"),
         (".", "'.'"),
         ("log(Days, bas = 2, foo = 1)", "foo"),
+        ("Days + 2", "'2'"),
+        ("poly(Days, 2) %o% Days", "%o%"),
     ],
 )
 def test_what_lmmfast_cannot_evaluate_is_a_formula_error_naming_it(rhs, fn):
@@ -143,3 +145,14 @@ def test_string_levels_sort_as_r_sorts_them():
         ),  # fmt: skip
     )
     assert list(fit.fixef.index) == ["w" + w for w in c["levels"]]
+
+
+def test_pickled_fit_predicts_with_its_fitted_state():
+    import pickle
+
+    cake = load("cake")
+    fit = lmmfast.lmer("angle ~ poly(temp, 2) * recipe + (1 | replicate)", cake)
+    back = pickle.loads(pickle.dumps(fit))
+    np.testing.assert_allclose(back.predict(cake.iloc[::5]), fit.fitted().iloc[::5], rtol=1e-10)
+    with pytest.raises(lmmfast.NewLevelsError, match="'recipe'"):
+        back.predict(cake.head(1).assign(recipe="Q"))

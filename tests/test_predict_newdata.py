@@ -127,3 +127,30 @@ def test_missing_columns_in_new_data_are_named():
     fit = lmmfast.lmer("Reaction ~ poly(Days, 2) + (1 | Subject)", SS)
     with pytest.raises(lmmfast.MissingColumnError, match="Days"):
         fit.predict(SS.drop(columns="Days"))
+
+
+@pytest.mark.parametrize("factors", [("a",), ("b",), ("c",), ("d",), ("a", "b"), ("c", "a", "d")])
+def test_group_index_matches_labelling_every_row(factors):
+    # oracle: each row's label "v1:v2" from str() of its values, looked up among the levels
+    from lmmfast._predict import _group_index
+
+    rng = np.random.default_rng(0)
+    n = 500
+    df = pd.DataFrame({
+        "a": rng.integers(0, 5, n),
+        "b": np.array(["x", "y", None], dtype=object)[rng.integers(0, 3, n)],
+        "c": pd.Categorical(np.array(list("pq"))[rng.integers(0, 2, n)]),
+        "d": rng.integers(0, 3, n).astype(float),
+    })  # fmt: skip
+    df.loc[::17, "d"] = np.nan
+    missing = pd.isna(df[list(factors)]).any(axis=1).to_numpy()
+    labels = np.array(
+        [":".join(str(df[f].iloc[i]) for f in factors) for i in range(n)], dtype=object
+    )
+    levels = pd.unique(labels[~missing][::3])[:-1]  # some levels are new
+    expected = pd.Index(levels).get_indexer(labels)
+    idx, miss, lab = _group_index(df, factors, levels)
+    np.testing.assert_array_equal(miss, missing)
+    np.testing.assert_array_equal(idx[~miss], expected[~miss])
+    assert (idx[miss] == -1).all()
+    np.testing.assert_array_equal(lab(~miss), labels[~miss])

@@ -250,18 +250,6 @@ def evaluate_columns(spec, data: pd.DataFrame) -> list[np.ndarray]:
     return [M[:, j] for j in range(M.shape[1])]
 
 
-def group_labels(data: pd.DataFrame, factors: tuple) -> np.ndarray:
-    """The grouping factor's level labels on (new) data, as encode_groups labels them."""
-    for f in factors:
-        if f not in data.columns:
-            raise MissingColumnError(f, data.columns)
-    parts = [data[f].astype(str).to_numpy(dtype=object) for f in factors]
-    out = parts[0]
-    for p in parts[1:]:
-        out = out + ":" + p
-    return out
-
-
 def _plain_columns(expr: str, frame: pd.DataFrame):
     """(intercept, column names) if expr is a sum of numeric columns and 0/1; else None."""
     intercept, names = True, []
