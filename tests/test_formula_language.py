@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import lmmfast
+from lmmfast._sources.design import build_design
 from lmmfast._sources.rexpr import deparse, parse
 from lmmfast._sources.rterms import r_terms
 
@@ -156,3 +157,15 @@ def test_pickled_fit_predicts_with_its_fitted_state():
     np.testing.assert_allclose(back.predict(cake.iloc[::5]), fit.fitted().iloc[::5], rtol=1e-10)
     with pytest.raises(lmmfast.NewLevelsError, match="'recipe'"):
         back.predict(cake.head(1).assign(recipe="Q"))
+
+
+@pytest.mark.parametrize("rhs", list(SPEC["model_matrix"]))
+def test_model_matrix_is_rs(rhs):
+    # R's model.matrix(~ rhs, synthetic): names exactly, values to 1e-12 (data with 3 decimals)
+    ref = SPEC["model_matrix"][rhs]
+    data = load("synthetic")
+    cols, names, design = build_design(rhs, data, "y ~ " + rhs)
+    assert names == ref["names"]
+    np.testing.assert_allclose(np.column_stack(cols), np.array(ref["values"]), atol=1e-12)
+    # and the same columns again from the stored design, on the same rows
+    np.testing.assert_allclose(np.column_stack(design.columns(data)), np.column_stack(cols))

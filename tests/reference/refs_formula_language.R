@@ -97,11 +97,32 @@ term_info <- lapply(rhs, function(r) {
   list(labels = I(attr(t, "term.labels")), intercept = attr(t, "intercept"))
 })
 names(term_info) <- rhs
+# model.matrix on a small synthetic frame: column names and values (TermCode, contrasts, poly)
+set.seed(1)
+syn <- data.frame(x = round(rnorm(20), 3), z = round(runif(20, 1, 5), 3),
+                  f = factor(rep(c("a", "b", "c", "d", "e"), 4)), g = factor(rep(c("u", "v"), each = 10)),
+                  o = factor(rep(c("lo", "mid", "hi", "top"), 5), levels = c("lo", "mid", "hi", "top"), ordered = TRUE))
+write.csv(syn, file.path("data", "synthetic.csv"), row.names = FALSE)
+factors$synthetic <- list(f = list(levels = levels(syn$f), ordered = FALSE),
+  g = list(levels = levels(syn$g), ordered = FALSE), o = list(levels = levels(syn$o), ordered = TRUE))
+syn <- read.csv(file.path("data", "synthetic.csv"))
+syn$f <- factor(syn$f); syn$g <- factor(syn$g)
+syn$o <- factor(syn$o, levels = c("lo", "mid", "hi", "top"), ordered = TRUE)
+mm_rhs <- c("x + x:f + g:f", "0 + x + f:g", "f:g", "poly(x, 2)*f", "f*g - f", "0 + f*g",
+  "o + g", "0 + o", "x %in% f", "f/x", "(f + g + x)^2", "poly(z, 3, raw = TRUE) + scale(x)",
+  "log(z, 2):g + sqrt(z)", "I(x > 0) * g", "C(f, helmert):x", "C(o, treatment) + ordered(g)",
+  "relevel(f, ref = \"c\"):g", "ifelse(x > 0, \"pos\", \"neg\") + pmin(z, 3)", "x*z*g")
+mm <- lapply(mm_rhs, function(r) {
+  M <- model.matrix(as.formula(paste("~", r)), syn)
+  list(names = I(colnames(M)), values = unname(M))
+})
+names(mm) <- mm_rhs
+
 # factor()'s level order for strings (R sorts in its collation, here ICU in C.UTF-8)
 words <- c("b", "B", "a", "A", "_x", "1", "a1", "a10", "a2", "Zeta", "zeta", "a-b", "ab", "A b",
   "10", "9", "x.y", "x_y", "xy", "Catholic", "Public", "male", "Female")
 out <- list(lme4 = as.character(packageVersion("lme4")), models = res, factors = factors,
-            deparse = deparsed, terms = term_info, collation = list(words = I(words),
+            deparse = deparsed, terms = term_info, model_matrix = mm, collation = list(words = I(words),
             levels = I(levels(factor(words)))))
 writeLines(toJSON(out, digits = NA, auto_unbox = TRUE, pretty = TRUE), "refs_formula_language.json")
 cat("wrote refs_formula_language.json and data/\n")
