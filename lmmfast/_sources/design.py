@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from .._errors import ArgumentError, DataError
+from .._memory import check_allocation
 from .contrasts import contrast_matrix, contrast_name
-from .rexpr import deparse, parse
+from .rexpr import parse
 from .rfunctions import Env, data_symbols, evaluate
 from .rterms import Terms, r_terms
 from .rvalues import Char, Factor, Logical, Matrix, as_factor
@@ -153,7 +154,6 @@ def _broadcast(v, n: int):
 def _check_size(terms: Terms, values, n: int, rhs: str) -> None:
     """A categorical variable with many levels makes a dense n x levels matrix: estimate it
     (and its copies) before it is built."""
-    from .._memory import check_allocation
 
     def width(v):
         if isinstance(v, Factor):
@@ -225,6 +225,3 @@ def variables_of(rhs: str, formula: str | None = None) -> list[str]:
             if s not in out:
                 out.append(s)
     return out
-
-
-__all__ = ["Design", "build_design", "deparse", "evaluate_vector", "variables_of"]

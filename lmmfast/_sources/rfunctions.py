@@ -13,7 +13,18 @@ import numpy as np
 import pandas as pd
 
 from .._errors import DataError, FormulaError, MissingColumnError
-from .rexpr import Binary, Call, Num, Paren, Str, Sym, Unary, deparse, is_constant_name
+from .rexpr import (
+    Binary,
+    Call,
+    Num,
+    Paren,
+    Str,
+    Sym,
+    Unary,
+    deparse,
+    format_number,
+    is_constant_name,
+)
 from .rvalues import Char, Factor, Logical, Matrix, as_factor, from_column
 
 _MATH = {
@@ -181,8 +192,6 @@ def _binary(node: Binary, env: Env):
 
 
 def _fmt(x) -> str:
-    from .rexpr import format_number
-
     return format_number(float(x))
 
 
