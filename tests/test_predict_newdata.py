@@ -154,3 +154,18 @@ def test_group_index_matches_labelling_every_row(factors):
     np.testing.assert_array_equal(idx[~miss], expected[~miss])
     assert (idx[miss] == -1).all()
     np.testing.assert_array_equal(lab(~miss), labels[~miss])
+
+
+def test_pandas_nullable_dtypes_in_new_data():
+    fit = lmmfast.lmer("angle ~ recipe + I(temp > 200) + (1 | replicate)", CAKE)
+    new = CAKE.head(4).astype({"recipe": "string", "temp": "Int64"})
+    new.loc[new.index[1], "recipe"] = pd.NA
+    new.loc[new.index[2], "temp"] = pd.NA
+    pred = fit.predict(new)
+    assert np.isnan(pred.iloc[1]) and np.isnan(pred.iloc[2])
+    np.testing.assert_allclose(pred.iloc[[0, 3]], fit.fitted().iloc[[0, 3]], rtol=1e-10)
+
+
+def test_a_variable_that_is_nan_on_fitting_rows_is_a_data_error():
+    with pytest.raises(lmmfast.DataError, match=r"'log\(Days - 5\)' evaluates to NaN on 90"):
+        lmmfast.lmer("Reaction ~ log(Days - 5) + (1 | Subject)", SS)
