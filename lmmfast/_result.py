@@ -207,6 +207,17 @@ class LmerFit:
             return confint_profile(self, level)
         raise ArgumentError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
 
+    def contest(self, L, rhs=0.0, ddf: str = "satterthwaite", joint: bool = True,
+                level: float = 0.95) -> pd.DataFrame:  # fmt: skip
+        """Test of the linear hypothesis L beta = rhs, as lmerTest's contest(fit, L, rhs, joint,
+        ddf): joint=True gives one row (Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F)); joint=
+        False a t test per row of L (Estimate, Std. Error, df, t value, lower, upper, Pr(>|t|)).
+        L: a vector or a matrix with one column per fixed effect (or a DataFrame with those
+        column names); ddf "satterthwaite" or "kenward-roger"."""
+        from ._inference.contest import contest
+
+        return contest(self, L, rhs, ddf, joint, level)
+
     # ----- fixed effects -------------------------------------------------------------
     @property
     def fixef(self) -> pd.Series:
