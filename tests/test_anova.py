@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from attheta import at_theta
 
 import lmmfast
 from lmmfast._errors import ArgumentError
-from lmmfast._lmer import _package
 
 REF = json.loads((Path(__file__).parent / "reference" / "refs_present.json").read_text())
 F_COLUMNS = ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
@@ -55,17 +54,6 @@ def _fit(call: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return lmmfast.lmer(m.group(1), DATA[m.group(2)], REML=not m.group(3))
-
-
-def at_theta(fit, theta):
-    """The same model evaluated at another theta (lme4's), with everything after the fit."""
-    dev = fit._dev
-    opt = replace(fit.optsummary, theta=np.asarray(theta, dtype=float))
-    out = _package(fit.formula, fit.reml, fit._frame, fit._rows, fit._keep, dev, opt,
-                   fit.dropped_columns, None)  # fmt: skip
-    out._frame, out._optimizer, out._fixed_spec, out._dev = (
-        fit._frame, fit._optimizer, fit._fixed_spec, dev)  # fmt: skip
-    return out
 
 
 def _rel(x, y) -> float:

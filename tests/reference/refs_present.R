@@ -91,6 +91,7 @@ for (id in names(bmodels)) {
                estimate = c(m))
   }))
   e <- list(call = deparse(bmodels[[id]], width.cutoff = 500L), REML = isREML(f),
+    theta = I(unname(getME(f, "theta"))),
     fixed = tab(coef(summary(as(f, "lmerMod")))),
     fixed_satterthwaite = tab(coef(summary(f, ddf = "Satterthwaite"))),
     ran_pars = list(grp = vc$grp, var1 = vc$var1, var2 = vc$var2, sdcor = vc$sdcor),
