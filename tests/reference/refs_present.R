@@ -104,6 +104,8 @@ for (id in names(bmodels)) {
                    .fixed = unname(predict(f, re.form = NA)), .hat = unname(hatvalues(f)),
                    .cooksd = unname(cooks.distance(f))))
   if (isREML(f)) e$fixed_kr <- tab(coef(summary(f, ddf = "Kenward-Roger")))
+  lw <- lowess(fitted(f), residuals(f, type = "pearson"))  # the smoother of the residual plot
+  e$lowess <- list(x = lw$x, y = lw$y)
   e$confint_wald <- tab(confint(f, method = "Wald", parm = "beta_"))
   res$broom[[id]] <- e
 }
