@@ -142,3 +142,11 @@ def test_profile_plot_marks_the_limits_where_zeta_crosses_z():
         for lim, target in zip(ci.loc[name], (-1.959964, 1.959964)):
             if np.isfinite(lim) and lim > 0:  # not a limit at the sd's bound 0
                 assert np.isclose(z[np.argmin(np.abs(x - lim))], target, atol=2e-3)
+
+
+def test_plots_without_matplotlib_say_how_to_install_it(fit, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"lmmfast\[plot\]"):
+        fit.plot.resid()

@@ -47,7 +47,12 @@ def ranova(fit, reduce_terms: bool = True) -> pd.DataFrame:
             variants = []
             for piece in _scope(pieces):
                 reduced = _reduce(term, piece, frame.n)
-                variants.append((f"{piece} in {label}", [*others, reduced]))
+                duplicate = any(t.group == reduced.group and t.cnames == reduced.cnames
+                                for t in others)  # fmt: skip
+                # R's formula drops a term that is already there: (Days || g) less Days
+                variants.append(
+                    (f"{piece} in {label}", others if duplicate else [*others, reduced])
+                )
         for name, terms in variants:
             rows.append(_refit(fit, frame, terms))
             names.append(name)

@@ -33,6 +33,7 @@ models <- list(
   cake_numeric_ml = quote(lmer(angle ~ recipe * temp + (1 | recipe:replicate), data = cake, REML = FALSE, control = ctrl)),
   rikz_exposure = quote(lmer(Richness ~ NAP * fExp + (1 | Beach), data = RIKZ, control = ctrl)),
   sleep_group = quote(lmer(Reaction ~ Days * grp + (Days | Subject), data = sleepstudy, control = ctrl)),
+  sleep_uncorrelated = quote(lmer(Reaction ~ Days + (Days || Subject), data = sleepstudy, control = ctrl)),
   sleep_period = quote(lmer(Reaction ~ period + (1 | Subject), data = sleepstudy, control = ctrl)),
   pastes_cask = quote(lmer(strength ~ cask + (1 | batch/cask), data = Pastes, control = ctrl)),
   penicillin_groups = quote(lmer(diameter ~ sgrp * pgrp + (1 | plate) + (1 | sample), data = Penicillin, control = ctrl))
@@ -55,7 +56,8 @@ for (id in names(models)) {
   }
   res$anova[[id]] <- entry
 }
-for (id in c("sleep_group", "penicillin_groups", "pastes_cask", "cake_numeric", "cake_numeric_ml")) {
+for (id in c("sleep_group", "sleep_uncorrelated", "penicillin_groups", "pastes_cask", "cake_numeric",
+             "cake_numeric_ml")) {
   f <- eval(models[[id]])
   res$ranova[[id]] <- tab(ranova(f))
 }
