@@ -49,11 +49,18 @@ def _data() -> dict[str, pd.DataFrame]:
 DATA = _data()
 
 
+SUM = ', contrasts = list(fExp = "contr.sum")'  # R's sum coding is formulaic's C(, contr.sum)
+
+
 def _fit(call: str):
-    m = re.match(r"lmer\((.*), data = (\w+)(, REML = FALSE)?, control = ctrl\)", call)
+    formula = call.replace(SUM, "")
+    m = re.match(r"lmer\((.*), data = (\w+)(, REML = FALSE)?, control = ctrl\)", formula)
+    formula = m.group(1)
+    if SUM in call:
+        formula = formula.replace("fExp", "C(fExp, contr.sum)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return lmmfast.lmer(m.group(1), DATA[m.group(2)], REML=not m.group(3))
+        return lmmfast.lmer(formula, DATA[m.group(2)], REML=not m.group(3))
 
 
 def _rel(x, y) -> float:
@@ -63,7 +70,7 @@ def _rel(x, y) -> float:
 
 def _check(table: pd.DataFrame, ref: dict, tol: float, what: str) -> None:
     names = ref["rownames"] if isinstance(ref["rownames"], list) else [ref["rownames"]]
-    assert list(table.index) == names, what
+    assert [n.replace("C(fExp, contr.sum)", "fExp") for n in table.index] == names, what
     for col in F_COLUMNS:
         assert _rel(table[col], ref[col]) < tol, (what, col, table[col].tolist(), ref[col])
 
@@ -93,7 +100,7 @@ def test_anova_tables_match_lmertest_as_fitted(model):
             _check(lmmfast.anova(fit, type=type, ddf="kenward-roger"), ref, TOL_FITTED, model)
 
 
-def test_type3_hypotheses_do_not_depend_on_the_reference_level_and_types_differ():
+def test_type3_hypotheses_do_not_depend_on_the_coding_and_types_differ():
     e = REF["anova"]["rikz_exposure"]
     fit = _fit(e["call"])
     a3 = lmmfast.anova(fit, type="III")
@@ -110,6 +117,13 @@ def test_type3_hypotheses_do_not_depend_on_the_reference_level_and_types_differ(
     cols = ["Sum Sq", "NumDF", "F value"]
     assert np.allclose(a3[cols].to_numpy(), b3[cols].to_numpy(), rtol=1e-5)
     assert np.allclose(a3["DenDF"].iloc[0], b3["DenDF"].iloc[0], rtol=1e-5)  # 1 df: unique
+    # other codings: lmerTest's hypotheses of the treatment-coded design, mapped to their
+    # coefficients, so the whole table (DenDF too) is the treatment-coded fit's
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summed = lmmfast.lmer("Richness ~ NAP * C(fExp, contr.sum) + (1 | Beach)", DATA["RIKZ"])
+    c3 = lmmfast.anova(at_theta(summed, fit.theta), type=3)
+    assert np.allclose(a3.to_numpy(), c3.to_numpy(), rtol=1e-7)
     a1 = lmmfast.anova(fit, type=1)
     assert not np.allclose(a1["F value"], a3["F value"], rtol=1e-3)  # unbalanced: 1 != 3
     assert a3.attrs["heading"] == "Type III Analysis of Variance Table with Satterthwaite's method"

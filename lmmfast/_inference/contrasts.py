@@ -50,8 +50,11 @@ class FixedTerm:
 
 def fixed_terms(fit) -> tuple[bool, list[FixedTerm]]:
     """(has intercept, terms) of the fit's fixed-effects formula, in R's term order."""
-    spec = fit._fixed_spec
-    index = {name: j for j, name in enumerate(fit.xnames)}
+    return _terms_of(fit._fixed_spec, fit.formula, fit.xnames)
+
+
+def _terms_of(spec, formula: str, xnames) -> tuple[bool, list[FixedTerm]]:
+    index = {name: j for j, name in enumerate(xnames)}
     if isinstance(spec, tuple):  # plain numeric columns
         _, intercept, names = spec
         terms = [FixedTerm(n, (n,), (True,), (index[n],)) for n in names if n in index]
@@ -59,12 +62,12 @@ def fixed_terms(fit) -> tuple[bool, list[FixedTerm]]:
     intercept, terms = False, []
     for st in spec.structure:
         factors = tuple(str(f.expr) for f in st.term.factors)
-        cols = tuple(index[c] for c in (_r_name(c, fit.formula) for c in st.columns) if c in index)
+        cols = tuple(index[c] for c in (_r_name(c, formula) for c in st.columns) if c in index)
         if factors in ((), ("1",)):
             intercept = bool(cols)
             continue
         numeric = tuple(_kind(spec, f) != "categorical" for f in factors)
-        terms.append(FixedTerm(_r_name(str(st.term), fit.formula), factors, numeric, cols))
+        terms.append(FixedTerm(_r_name(str(st.term), formula), factors, numeric, cols))
     return intercept, terms
 
 
@@ -163,8 +166,52 @@ def _type2(fit, terms) -> dict[str, np.ndarray]:
 
 def _type3(fit, intercept, terms) -> dict[str, np.ndarray]:
     grid = _grid(fit, terms)
-    X = np.column_stack(evaluate_columns(fit._fixed_spec, grid))[:, fit._keep]
-    names, cols = _overparameterized(fit, intercept, terms, grid)
+    spec, formula = fit._fixed_spec, fit.formula
+    X = np.column_stack(evaluate_columns(spec, grid))[:, fit._keep]
+    names, cols = _overparameterized(spec, formula, intercept, terms, grid)
+    explicit = any(_DROP_CONTRASTS.search(f) for t in terms for f in t.factors)
+    if not explicit and all(n in names for n in fit.xnames):  # R's default treatment coding
+        return _extract_type3(X, list(fit.xnames), names, cols, terms)
+    # other codings (contr.sum, ...): as lmerTest, the hypotheses of the treatment-coded
+    # design, mapped to these coefficients by ginv(X_treatment) X
+    tspec, Xt, tnames = _treatment_design(spec, grid, formula)
+    t_int, t_terms = _terms_of(tspec, formula, tnames)
+    if len(t_terms) != len(terms):
+        raise ArgumentError("cannot match the terms of the treatment-coded design; use type=1 or 2")
+    names, cols = _overparameterized(tspec, formula, t_int, t_terms, grid)
+    Lt = _extract_type3(Xt, tnames, names, cols, t_terms)
+    M = _zapsmall(np.linalg.lstsq(Xt, X, rcond=None)[0])
+    return {t.label: Lt[u.label] @ M for t, u in zip(terms, t_terms)}
+
+
+def _treatment_design(spec, grid, formula: str):
+    """The same formula with every factor in R's default treatment coding, on the grid:
+    (spec, X with independent columns, their names)."""
+    from formulaic import model_matrix
+
+    text = _DROP_CONTRASTS.sub(r"C(\1)", str(spec.formula))
+    mm = model_matrix(text, grid)
+    X = mm.to_numpy(dtype=float)
+    keep = _independent(X)
+    tnames = [_r_name(c, formula) for c in np.array(mm.columns)[keep]]
+    return mm.model_spec, X[:, keep], tnames
+
+
+_DROP_CONTRASTS = re.compile(r"C\(\s*([^,()]+?)\s*,(?:[^()]|\([^()]*\))*\)")
+
+
+def _independent(X: np.ndarray, tol: float = 1e-7) -> list[int]:
+    """Columns of X in order, dropping each one in the span of those before it."""
+    keep: list[int] = []
+    for j in range(X.shape[1]):
+        cand = keep + [j]
+        if np.linalg.matrix_rank(X[:, cand], tol=tol * max(1.0, np.abs(X).max())) == len(cand):
+            keep.append(j)
+    return keep
+
+
+def _extract_type3(X, xnames, names, cols, terms) -> dict[str, np.ndarray]:
+    """lmerTest's extract_contrasts_type3 on X (treatment coded) and rdX (names, cols)."""
     rdX = np.column_stack(cols)
     L = _zapsmall(np.linalg.lstsq(X, rdX, rcond=None)[0].T)  # rows: rdX columns
     contained = containment(terms)
@@ -175,13 +222,13 @@ def _type3(fit, intercept, terms) -> dict[str, np.ndarray]:
             A, Y = L[:, xcols], L[:, list(t.cols)]
             L[:, list(t.cols)] = _zapsmall(Y - A @ np.linalg.lstsq(A, Y, rcond=None)[0])
     pos = {n: i for i, n in enumerate(names)}
-    missing = [n for n in fit.xnames if n not in pos]
+    missing = [n for n in xnames if n not in pos]
     if missing:
         raise ArgumentError(
-            f"type III hypotheses need treatment-coded columns; cannot place {missing}. "
+            f"type III hypotheses: cannot place the columns {missing}. "
             "Use type=1 or type=2, or contest() with your own contrast matrix."
         )
-    L = L[[pos[n] for n in fit.xnames], :]
+    L = L[[pos[n] for n in xnames], :]
     out = {}
     for t in terms:
         M = L[:, list(t.cols)].T
@@ -230,10 +277,9 @@ def _grid(fit, terms) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def _overparameterized(fit, intercept, terms, grid):
+def _overparameterized(spec, formula, intercept, terms, grid):
     """rdX: per term, a column for every combination of its factors' levels (the first
     factor varying fastest, as R's model.matrix(~ 0 + term)), times its numeric factors."""
-    spec = fit._fixed_spec
     n = len(grid)
     names, cols = [], []
     if intercept:
@@ -243,12 +289,12 @@ def _overparameterized(fit, intercept, terms, grid):
         parts = []
         for f, num in zip(t.factors, t.numeric):
             if num:
-                parts.append([(_r_name(f, fit.formula), _numeric(spec, f, grid))])
+                parts.append([(_r_name(f, formula), _numeric(spec, f, grid))])
             else:
                 raw = grid[[v for v in _IDENT.findall(f) if v in grid.columns][0]].to_numpy()
                 levs = spec.encoder_state[f][1]["categories"]
                 parts.append(
-                    [(_r_name(f"{f}[{lv}]", fit.formula), (raw == lv).astype(float)) for lv in levs]
+                    [(_r_name(f"{f}[{lv}]", formula), (raw == lv).astype(float)) for lv in levs]
                 )
         for combo in itertools.product(*reversed(parts)):  # first factor fastest
             combo = combo[::-1]

@@ -32,6 +32,7 @@ models <- list(
   cake_numeric = quote(lmer(angle ~ recipe * temp + (1 | recipe:replicate), data = cake, control = ctrl)),
   cake_numeric_ml = quote(lmer(angle ~ recipe * temp + (1 | recipe:replicate), data = cake, REML = FALSE, control = ctrl)),
   rikz_exposure = quote(lmer(Richness ~ NAP * fExp + (1 | Beach), data = RIKZ, control = ctrl)),
+  rikz_exposure_sum = quote(lmer(Richness ~ NAP * fExp + (1 | Beach), data = RIKZ, contrasts = list(fExp = "contr.sum"), control = ctrl)),
   sleep_group = quote(lmer(Reaction ~ Days * grp + (Days | Subject), data = sleepstudy, control = ctrl)),
   sleep_uncorrelated = quote(lmer(Reaction ~ Days + (Days || Subject), data = sleepstudy, control = ctrl)),
   sleep_period = quote(lmer(Reaction ~ period + (1 | Subject), data = sleepstudy, control = ctrl)),
