@@ -20,6 +20,7 @@ from ._errors import (
     SingularFitWarning,
 )
 from ._inference.anova import anova
+from ._inference.ranova import ranova
 from ._lmer import RankDeficiencyWarning, lmer
 from ._persist import PersistenceError, load
 from ._result import LmerFit
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "lmer",
     "anova",
+    "ranova",
     "load",
     "PersistenceError",
     "LmerFit",

@@ -207,6 +207,18 @@ class LmerFit:
             return confint_profile(self, level)
         raise ArgumentError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
 
+    def contest(
+        self, L, rhs=0.0, ddf: str = "satterthwaite", joint: bool = True, level: float = 0.95
+    ) -> pd.DataFrame:
+        """Test of the linear hypothesis L beta = rhs, as lmerTest's contest(fit, L, rhs, joint,
+        ddf): joint=True gives one row (Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F)); joint=
+        False a t test per row of L (Estimate, Std. Error, df, t value, lower, upper, Pr(>|t|)).
+        L: a vector or a matrix with one column per fixed effect (or a DataFrame with those
+        column names); ddf "satterthwaite" or "kenward-roger"."""
+        from ._inference.contest import contest
+
+        return contest(self, L, rhs, ddf, joint, level)
+
     # ----- fixed effects -------------------------------------------------------------
     @property
     def fixef(self) -> pd.Series:
@@ -398,6 +410,51 @@ class LmerFit:
         from ._present.summary import LmerSummary
 
         return LmerSummary(self, ddf)
+
+    # ----- tidy tables, plots, notebooks (broom.mixed, lme4's plots) ------------------------
+    def tidy(
+        self,
+        effects=("fixed", "ran_pars"),
+        conf_int: bool = False,
+        conf_level: float = 0.95,
+        conf_method: str = "wald",
+        ddf=None,
+    ) -> pd.DataFrame:
+        """One row per estimate, as broom.mixed's tidy(fit): effects any of "fixed",
+        "ran_pars" (sd__x, cor__x.y, sd__Observation), "ran_vals" (conditional modes, std.error
+        the conditional SD), "ran_coefs"; ddf adds df and p.value (lmerTest); conf_int adds
+        conf.low/conf.high by confint(method=conf_method)."""
+        from ._present.tidy import tidy
+
+        return tidy(self, effects, conf_int, conf_level, conf_method, ddf)
+
+    def glance(self) -> pd.DataFrame:
+        """One row: nobs, sigma, logLik, AIC, BIC, deviance (REMLcrit for REML fits, as
+        broom.mixed), df.residual."""
+        from ._present.tidy import glance
+
+        return glance(self)
+
+    def augment(self, data=None, newdata=None) -> pd.DataFrame:
+        """The rows used with .fitted, .resid, .hat, .cooksd, .fixed (broom.mixed's augment;
+        lme4's hatvalues and cooks.distance); `data`: the DataFrame fitted, to keep its
+        columns.  With newdata: newdata with .fitted and .fixed."""
+        from ._present.tidy import augment
+
+        return augment(self, data, newdata)
+
+    @property
+    def plot(self):
+        """lme4's diagnostic plots as matplotlib Figures (needs lmmfast[plot]):
+        fit.plot.ranef(), .resid(), .qq(which="resid"|"ranef"), .profile()."""
+        from ._present.plot import FitPlots
+
+        return FitPlots(self)
+
+    def _repr_html_(self) -> str:
+        from ._present.html import fit_html
+
+        return fit_html(self)
 
     def __repr__(self) -> str:
         crit = "REML criterion" if self.reml else "deviance"

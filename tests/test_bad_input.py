@@ -105,7 +105,8 @@ def test_invalid_arguments_are_typed_errors(ss):
         lambda: fit.confint("bayes"),
         lambda: fit.confint("wald", level=1.5),
         lambda: fit.residuals("deviance"),
-        lambda: lmmfast.anova(fit),
+        lambda: lmmfast.anova(),  # anova(fit) alone is lmerTest's F table (issue 10)
+        lambda: lmmfast.anova(fit, type=4),
     ]
     for call in calls:
         with pytest.raises(lmmfast.ArgumentError):

@@ -1,4 +1,5 @@
-"""Likelihood-ratio tests of nested models, as lme4's anova(fit0, fit1, ...)."""
+"""anova(): lmerTest's per-term F tests of one fit (anova(fit, type, ddf)) and lme4's
+likelihood-ratio tests of several nested fits (anova(fit0, fit1, ...))."""
 
 from __future__ import annotations
 
@@ -9,18 +10,28 @@ import pandas as pd
 from scipy import stats
 
 from .._errors import ArgumentError
+from .contest import F_COLUMNS, ddf_method, f_test
+from .contrasts import _type, hypothesis_matrices
 
 
-def anova(*fits, refit: bool = True) -> pd.DataFrame:
-    """Likelihood-ratio tests of nested models, as lme4's anova(fit0, fit1, ...).
+def anova(*fits, refit: bool = True, type=3, ddf: str = "satterthwaite") -> pd.DataFrame:
+    """With one fit: lmerTest's anova(fit, type, ddf), an F test per fixed-effect term.
+    With several: likelihood-ratio tests of nested models, as lme4's anova(fit0, fit1, ...).
 
-    Models are ordered by their number of parameters.  REML fits are refitted by maximum
+    One fit: one row per term of the fixed-effects formula, columns Sum Sq, Mean Sq, NumDF,
+    DenDF, F value, Pr(>F); type 1 (sequential), 2 or 3 (the default, lmerTest's: the same
+    for any contrast coding) hypotheses; ddf "satterthwaite" (default) or "kenward-roger"
+    (REML fits only).  The table's attrs["heading"] is lmerTest's heading.
+
+    Several fits: ordered by their number of parameters.  REML fits are refitted by maximum
     likelihood first (with a message), since REML criteria of models with different fixed
     effects are not comparable; pass refit=False to compare REML fits of models that
     differ only in their random effects.
     """
+    if len(fits) == 1:
+        return _f_table(fits[0], type, ddf)
     if len(fits) < 2:
-        raise ArgumentError("anova() compares two or more fits; pass them all, e.g. anova(f0, f1)")
+        raise ArgumentError("anova() needs a fit: anova(fit), or anova(f0, f1) to compare fits")
     nobs = {f.nobs for f in fits}
     if len(nobs) > 1:
         raise ArgumentError(f"the models were fitted to different numbers of rows ({sorted(nobs)})")
@@ -42,3 +53,23 @@ def anova(*fits, refit: bool = True) -> pd.DataFrame:
             row.update({"Chisq": chisq, "Df": df, "Pr(>Chisq)": p})
         rows.append(row)
     return pd.DataFrame(rows, index=[f.formula for f in fits])
+
+
+def _f_table(fit, type, ddf) -> pd.DataFrame:
+    """lmerTest's single_anova: contestMD of each term's hypothesis matrix."""
+    method = ddf_method(ddf)
+    Ls = hypothesis_matrices(fit, type)
+    rows, names, empty = [], [], []
+    for label, L in Ls.items():
+        if L.shape[0] == 0:
+            empty.append(label)  # lmerTest appends these as rows of NA
+            continue
+        rows.append(f_test(fit, L, np.zeros(L.shape[0]), method))
+        names.append(label)
+    rows += [(np.nan,) * len(F_COLUMNS)] * len(empty)
+    out = pd.DataFrame(rows, index=names + empty, columns=F_COLUMNS)
+    roman = {1: "I", 2: "II", 3: "III"}[_type(type)]
+    name = "Satterthwaite's" if method == "satterthwaite" else "Kenward-Roger's"
+    out.attrs["heading"] = f"Type {roman} Analysis of Variance Table with {name} method"
+    out.attrs["hypotheses"] = Ls
+    return out

@@ -29,6 +29,26 @@ MAX_ROWS = 3000
 
 def kenward_roger_table(fit) -> pd.DataFrame:
     """Estimate, adjusted Std. Error, df, t value, Pr(>|t|) per fixed effect."""
+    Phi, P, W, PhiA = kr_matrices(fit)
+    rows = []
+    for i in range(len(fit.xnames)):
+        L = np.zeros(len(fit.beta))
+        L[i] = 1.0
+        df = _ddf(L, Phi, P, W)
+        se = np.sqrt(L @ PhiA @ L)
+        t = fit.beta[i] / se
+        rows.append((fit.beta[i], se, df, t, 2 * stats.t.sf(abs(t), df)))
+    return pd.DataFrame(
+        rows, index=fit.xnames, columns=["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
+    )
+
+
+def kr_matrices(fit):
+    """(Phi, P, W, PhiA): the unadjusted covariance of beta, the P_r, W = 2 I^{-1} and the
+    adjusted covariance (pbkrtest's vcovAdj and its attributes "P", "W").  Computed once."""
+    cached = fit.__dict__.get("_kr_matrices")
+    if cached is not None:
+        return cached
     if fit.nobs > MAX_ROWS:
         raise ArgumentError(
             f"Kenward-Roger needs dense {fit.nobs} x {fit.nobs} matrices; it is limited to "
@@ -66,17 +86,8 @@ def kenward_roger_table(fit) -> pd.DataFrame:
         for s in range(k):
             U += W[r, s] * (Q[r][s] - P[r] @ Phi @ P[s])
     PhiA = Phi + 2 * Phi @ U @ Phi
-    rows = []
-    for i in range(len(fit.xnames)):
-        L = np.zeros(len(fit.beta))
-        L[i] = 1.0
-        df = _ddf(L, Phi, P, W)
-        se = np.sqrt(L @ PhiA @ L)
-        t = fit.beta[i] / se
-        rows.append((fit.beta[i], se, df, t, 2 * stats.t.sf(abs(t), df)))
-    return pd.DataFrame(
-        rows, index=fit.xnames, columns=["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
-    )
+    fit.__dict__["_kr_matrices"] = out = (Phi, P, W, PhiA)
+    return out
 
 
 def _components(fit):
@@ -104,17 +115,22 @@ def _components(fit):
 
 def _ddf(L, Phi, P, W) -> float:
     """Kenward-Roger denominator df for one contrast (q = 1), as pbkrtest's Lb_ddf."""
-    q = 1
-    Theta = np.outer(L, L) / (L @ Phi @ L)
+    return kr_adjust(np.atleast_2d(L), Phi, P, W)[0]
+
+
+def kr_adjust(L, Phi, P, W) -> tuple[float, float]:
+    """(ddf, F.scaling) of the Kenward-Roger F test of the q x p contrast matrix L (full row
+    rank), as pbkrtest's .KR_adjust."""
+    q = L.shape[0]
+    Theta = L.T @ np.linalg.solve(L @ Phi @ L.T, L)
     A1 = A2 = 0.0
     k = len(P)
+    U = [Theta @ Phi @ P[i] @ Phi for i in range(k)]
     for i in range(k):
         for j in range(i, k):
             e = 1.0 if i == j else 2.0
-            ui = Theta @ Phi @ P[i] @ Phi
-            uj = Theta @ Phi @ P[j] @ Phi
-            A1 += e * W[i, j] * np.trace(ui) * np.trace(uj)
-            A2 += e * W[i, j] * np.sum(ui * uj.T)
+            A1 += e * W[i, j] * np.trace(U[i]) * np.trace(U[j])
+            A2 += e * W[i, j] * np.sum(U[i] * U[j].T)
     B = (A1 + 6 * A2) / (2 * q)
     g = ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
     c1 = g / (3 * q + 2 * (1 - g))
@@ -124,4 +140,6 @@ def _ddf(L, Phi, P, W) -> float:
     V0 = 0.0 if abs(V0) < 1e-10 else V0
     V1, V2 = 1 - c2 * B, 1 - c3 * B
     rho = (1 / q) * ((1 - A2 / q) / V1) ** 2 * V0 / V2
-    return 4 + (q + 2) / (q * rho - 1)
+    df2 = 4 + (q + 2) / (q * rho - 1)
+    scaling = 1.0 if abs(df2 - 2) < 0.01 else df2 * (1 - A2 / q) / (df2 - 2)
+    return df2, scaling

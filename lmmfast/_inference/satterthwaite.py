@@ -38,15 +38,9 @@ def covbeta(dev, varpar: np.ndarray) -> np.ndarray:
 
 def satterthwaite_table(fit) -> pd.DataFrame:
     """Estimate, Std. Error, df, t value, Pr(>|t|) for each fixed effect (lmerTest)."""
-    dev = fit._dev
-    if dev is None:
-        raise RuntimeError("Satterthwaite df need the fit's objective, which a loaded fit lacks")
-    varpar = np.append(fit.theta, fit.sigma)
-    H = _hessian(lambda v: varpar_deviance(dev, v), varpar)
-    A = 2 * np.linalg.pinv(H)
-    J = _jacobian(lambda v: covbeta(dev, v).ravel(), varpar)  # (p*p, k)
+    V, J, A = varpar_derivatives(fit)
     p = len(fit.beta)
-    V = covbeta(dev, varpar)
+    varpar = np.append(fit.theta, fit.sigma)
     rows = []
     for i in range(p):
         c = np.zeros(p)
@@ -59,6 +53,25 @@ def satterthwaite_table(fit) -> pd.DataFrame:
     return pd.DataFrame(
         rows, index=fit.xnames, columns=["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
     )
+
+
+def varpar_derivatives(fit):
+    """(V, J, A): the covariance V of beta, its Jacobian J ((p*p, k), column k the derivative
+    of V.ravel() in varpar_k) and the asymptotic covariance A = 2 H^{-1} of varpar = (theta,
+    sigma): lmerTest's vcov_beta, Jac_list and vcov_varpar.  Computed once per fit."""
+    cached = fit.__dict__.get("_varpar_derivatives")
+    if cached is not None:
+        return cached
+    dev = fit._dev
+    if dev is None:
+        raise RuntimeError("Satterthwaite df need the fit's objective, which a loaded fit lacks")
+    varpar = np.append(fit.theta, fit.sigma)
+    H = _hessian(lambda v: varpar_deviance(dev, v), varpar)
+    A = 2 * np.linalg.pinv(H)
+    J = _jacobian(lambda v: covbeta(dev, v).ravel(), varpar)  # (p*p, k)
+    out = (covbeta(dev, varpar), J, A)
+    fit.__dict__["_varpar_derivatives"] = out
+    return out
 
 
 ZERO_TOL = np.sqrt(np.finfo(float).eps / 7e-7)  # numDeriv's zero.tol

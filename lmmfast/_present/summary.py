@@ -50,6 +50,18 @@ class LmerSummary:
 
     __repr__ = __str__
 
+    def _repr_html_(self) -> str:
+        from .html import summary_html
+
+        return summary_html(self)
+
+    # the printout's cells pass through these two (lmmfast._present.html records them)
+    def _table(self, header, rows, right=False) -> list[str]:
+        return char_matrix(header, rows, right)
+
+    def _vector(self, names, cells) -> list[str]:
+        return named_vector(names, cells)
+
     def _title(self) -> str:
         fit = self.fit
         method = "REML" if fit.reml else "maximum likelihood "
@@ -83,13 +95,13 @@ class LmerSummary:
         names = ["AIC", "BIC", "logLik", "deviance", "df.resid"]
         vals = [fit.aic, fit.bic, fit.loglik, fit.objective, fit.df_resid]
         cells = [format_num(round(v, 1))[0] for v in vals]
-        return "\n".join(line for line in named_vector(names, cells))
+        return "\n".join(line for line in self._vector(names, cells))
 
     def _residuals(self) -> str:
         q = np.quantile(self.fit.scaled_residuals, [0, 0.25, 0.5, 0.75, 1])
         cells = format_num(zapsmall(q, DIGITS + 1), DIGITS)
         return "Scaled residuals: \n" + "\n".join(
-            named_vector(["Min", "1Q", "Median", "3Q", "Max"], cells)
+            self._vector(["Min", "1Q", "Median", "3Q", "Max"], cells)
         )
 
     def _random(self) -> str:
@@ -133,7 +145,7 @@ class LmerSummary:
             ["", groups[i], names[i], vs[i], ss[i], *[col[i] for col in corr_cols]]
             for i in range(len(groups))
         ]
-        lines = char_matrix(header, rows)
+        lines = self._table(header, rows)
         ng = "; ".join(f"{g}, {n}" for g, n in fit.ngroups.items())
         lines.append(f"Number of obs: {fit.nobs}, groups:  {ng}")
         if fit.n_dropped_rows:
@@ -146,13 +158,18 @@ class LmerSummary:
         if self.ddf is None:
             return "Fixed effects:\n" + "\n".join(
                 coef_table(
-                    list(fit.xnames), [est, se], [tval], ["Estimate", "Std. Error", "t value"]
+                    list(fit.xnames),
+                    [est, se],
+                    [tval],
+                    ["Estimate", "Std. Error", "t value"],
+                    table=self._table,
                 )
             )
         p = ct["Pr(>|t|)"].to_numpy()
         lines = coef_table(
             list(fit.xnames), [est, se, ct["df"].to_numpy()], [tval],
             ["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"], pvalues=p,
+            table=self._table,
         )  # fmt: skip
         text = "Fixed effects:\n" + "\n".join(lines)
         return text + ("\n" + LEGEND if np.any(p < 0.1) else "")
@@ -173,7 +190,7 @@ class LmerSummary:
         rn = [abbreviate(n, 11) for n in fit.xnames]
         cn = [abbreviate(n, 6) for n in fit.xnames]
         rows = [[rn[i]] + [cells[i, j] if j < i else "" for j in range(p - 1)] for i in range(1, p)]
-        return "Correlation of Fixed Effects:\n" + "\n".join(char_matrix([""] + cn[:-1], rows))
+        return "Correlation of Fixed Effects:\n" + "\n".join(self._table([""] + cn[:-1], rows))
 
     def _warnings(self) -> str:
         fit = self.fit
@@ -188,7 +205,7 @@ class LmerSummary:
         return "\n".join(lines) + "\n\n" if lines else ""  # lme4 ends the block with a blank line
 
 
-def coef_table(names, coef_cols, test_cols, header, pvalues=None) -> list[str]:
+def coef_table(names, coef_cols, test_cols, header, pvalues=None, table=char_matrix) -> list[str]:
     """R's printCoefmat: estimate/SE(/df) columns formatted jointly, test statistics, and
     optionally p-values (format.pval) with significance stars."""
     digits = DIGITS
@@ -207,4 +224,4 @@ def coef_table(names, coef_cols, test_cols, header, pvalues=None) -> list[str]:
             cols.append(signif_stars(pvalues))
             header = [*header, ""]
     rows = [[names[i]] + [c[i] for c in cols] for i in range(len(names))]
-    return char_matrix([""] + header, rows, right=True)
+    return table([""] + header, rows, right=True)
