@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._errors import ArgumentError
+from .._errors import ArgumentError, RefitWarning
 
 
 def anova(*fits, refit: bool = True) -> pd.DataFrame:
@@ -25,7 +25,7 @@ def anova(*fits, refit: bool = True) -> pd.DataFrame:
     if len(nobs) > 1:
         raise ArgumentError(f"the models were fitted to different numbers of rows ({sorted(nobs)})")
     if refit and any(f.reml for f in fits):
-        warnings.warn("refitting model(s) with ML (instead of REML)", UserWarning, stacklevel=2)
+        warnings.warn("refitting model(s) with ML (instead of REML)", RefitWarning, stacklevel=2)
         fits = [f.refit_ml() if f.reml else f for f in fits]
     fits = sorted(fits, key=lambda f: f.npar)
     rows = []
