@@ -41,7 +41,8 @@ def confint_profile(fit, level: float = 0.95) -> pd.DataFrame:
     z = stats.norm.ppf(0.5 + level / 2)
     est = parameters(ml)
     names = list(est.index)
-    v0 = est.to_numpy()
+    # a correlation of an sd at 0 is not identified (NaN): every value fits equally well
+    v0 = np.nan_to_num(est.to_numpy(), nan=0.0)
     nv = len(names) - len(ml.beta)  # sd/cor parameters and sigma
     lower = _lower_bounds(ml)
     upper = _upper_bounds(ml)
@@ -167,7 +168,7 @@ def _varpar_deviance(dev, fit, v: np.ndarray) -> float:
     if not v[-1] > 0:
         return np.inf
     theta = _theta(fit, v)
-    if theta is None:
+    if theta is None or not np.all(np.isfinite(theta)):
         return np.inf
     dec = dev.decompose(theta)
     s2 = v[-1] ** 2
@@ -177,18 +178,21 @@ def _varpar_deviance(dev, fit, v: np.ndarray) -> float:
 class _Continuation:
     """zeta(x) = sign(x - x0) sqrt(min over the others of D - D_min), the others
     re-optimized from the optimum and from the solution at the nearest x already profiled
-    on the same side; the lower of the two minima is kept."""
+    on the same side; the lowest minimum is kept.  An optimum with a variance at its
+    bound 0, where the deviance is flat (even in theta), gets a third start with that
+    variance moved inside (`away`)."""
 
-    def __init__(self, x0: float, start: np.ndarray, base: float):
+    def __init__(self, x0: float, start: np.ndarray, base: float, away=None):
         self.x0, self.base = x0, base
         self.start = np.asarray(start, dtype=float)
+        self.away = None if away is None else np.asarray(away, dtype=float)
         self.done: dict[float, np.ndarray] = {}
 
     def minimize(self, x: float, start: np.ndarray) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
     def __call__(self, x: float) -> float:
-        starts = [self.start]
+        starts = [self.start] if self.away is None else [self.start, self.away]
         near = [y for y in self.done if (y - self.x0) * (x - self.x0) > 0]
         if near:
             starts.append(self.done[min(near, key=lambda y: abs(y - x))])
@@ -206,10 +210,14 @@ class _VarianceProfile(_Continuation):
     """zeta for variance parameter w: minimize D over the other sd/cor and sigma."""
 
     def __init__(self, dev, fit, opt, w, lower, upper, base):
-        super().__init__(opt[w], np.delete(opt, w), base)
+        others, lo = np.delete(opt, w), np.delete(lower[: len(opt)], w)
+        hi = np.delete(upper[: len(opt)], w)
+        zero = (lo == 0) & (others == 0) & ~np.isfinite(hi)
+        zero[-1] = False  # sigma
+        away = np.where(zero, 0.3 * opt[-1], others) if zero.any() else None
+        super().__init__(opt[w], others, base, away)
         self.dev, self.fit, self.w = dev, fit, w
-        self.lo = np.delete(lower[: len(opt)], w)
-        self.hi = np.delete(upper[: len(opt)], w)
+        self.lo, self.hi = lo, hi
         if w != len(opt) - 1:
             self.lo[-1] = 1e-8 * opt[-1]  # sigma > 0
         self.scale = np.maximum(np.abs(self.start), 0.05 * opt[-1])
@@ -242,9 +250,12 @@ class _FixedProfile(_Continuation):
     """zeta for fixed effect j: the ML deviance with beta_j fixed (x_j beta_j an offset)."""
 
     def __init__(self, dev, fit, j, base):
-        super().__init__(float(fit.beta[j]), fit.theta.copy(), base)
+        lower = np.concatenate([t.theta_lower() for t in dev.terms])
+        zero = (lower == 0) & (fit.theta == 0)
+        away = np.where(zero, 0.3, fit.theta) if zero.any() else None
+        super().__init__(float(fit.beta[j]), fit.theta.copy(), base, away)
         self.dev, self.fit, self.j = dev, fit, j
-        self.lower = np.concatenate([t.theta_lower() for t in dev.terms])
+        self.lower = lower
 
     def minimize(self, b: float, start: np.ndarray) -> tuple[float, np.ndarray]:
         cp = _fix_column(self.dev.cp, self.j, b)
@@ -259,7 +270,7 @@ class _FixedProfile(_Continuation):
         o.set_min_objective(lambda th, grad: dev_b(th))
         o.set_xtol_abs(1e-10)
         o.set_maxeval(5000)
-        o.set_initial_step(np.maximum(0.05 * np.abs(start), 1e-3))
+        o.set_initial_step(np.maximum(0.1 * np.abs(start), 0.05))
         x_start = np.maximum(start, self.lower)
         try:
             th = o.optimize(x_start)
