@@ -11,6 +11,7 @@ transforms such as center() or poly() cannot be rebuilt so; predict(newdata) the
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import fields
 
@@ -32,7 +33,7 @@ class PersistenceError(LMMError, ValueError):
     """A file is not an lmmfast fit, or was written by an incompatible version."""
 
 
-def save(fit: LmerFit, path) -> None:
+def save(fit: LmerFit, path: str | os.PathLike) -> None:
     if fit.fitted_values is None or fit._objective is None:
         raise NeedsDataError(
             "this fit was refitted from stored cross-products without its rows; save the fit "
@@ -85,7 +86,7 @@ def save(fit: LmerFit, path) -> None:
         np.savez_compressed(fh, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
-def load(path) -> LmerFit:
+def load(path: str | os.PathLike) -> LmerFit:
     """Read a fit written by fit.save(); no code is executed (numpy allow_pickle=False)."""
     try:
         with np.load(path, allow_pickle=False) as z:

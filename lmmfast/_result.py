@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,9 @@ from numpy.typing import ArrayLike
 
 from ._errors import ArgumentError, NeedsDataError
 from ._optimize import OptSummary
+
+if TYPE_CHECKING:
+    from ._present.summary import LmerSummary
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
 
@@ -131,7 +135,7 @@ class LmerFit:
         return out
 
     # ----- persistence ---------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write the fit to `path` in lmmfast's data-only format (a .npz of arrays and a JSON
         document with a format version); read it back with lmmfast.load(path).  Loading
         never executes code, unlike pickle."""
@@ -140,7 +144,9 @@ class LmerFit:
         save(self, path)
 
     # ----- prediction ----------------------------------------------------------------------
-    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False) -> pd.Series:
+    def predict(
+        self, newdata: Any = None, re_form: str | None = None, allow_new_levels: bool = False
+    ) -> pd.Series:
         """Predictions, as lme4's predict(fit, newdata, re.form, allow.new.levels).
 
         re_form: None uses every random-effects term; "~0" (or "NA") none, i.e. the
@@ -457,7 +463,7 @@ class LmerFit:
         """Pearson residuals over sigma (lme4's residuals(fit, "pearson", scaled = TRUE))."""
         return self.residuals("pearson", scaled=True).to_numpy()
 
-    def summary(self, ddf: str | None = None):
+    def summary(self, ddf: str | None = None) -> LmerSummary:
         """An object whose str() is laid out as lme4's summary(); ddf="satterthwaite" adds
         df and p-values as lmerTest's summary(fit, ddf = "Satterthwaite")."""
         from ._present.summary import LmerSummary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -10,8 +11,11 @@ from scipy import stats
 
 from .._errors import ArgumentError, RefitWarning
 
+if TYPE_CHECKING:
+    from .._result import LmerFit
 
-def anova(*fits, refit: bool = True) -> pd.DataFrame:
+
+def anova(*fits: LmerFit, refit: bool = True) -> pd.DataFrame:
     """Likelihood-ratio tests of nested models, as lme4's anova(fit0, fit1, ...).
 
     Models are ordered by their number of parameters.  REML fits are refitted by maximum

@@ -277,6 +277,8 @@ class _FixedProfile(_Continuation):
             return o.last_optimum_value(), th
         except (nlopt.RoundoffLimited, RuntimeError, ValueError):
             return dev_b(x_start), x_start
+
+
 def _fix_column(cp: CrossProducts, j: int, b: float) -> CrossProducts:
     """Cross-products of [Z X_{-j} y - b x_j] from those of [Z X y]."""
     p = cp.XtXy.shape[0] - 1
