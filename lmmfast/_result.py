@@ -90,7 +90,7 @@ class LmerFit:
     _keep: object = field(default=None, repr=False)
     _offset: object = field(default=None, repr=False)
     _frame: object = field(default=None, repr=False)
-    _optimizer: str = field(default="auto", repr=False)
+    _optimizer: object = field(default="auto", repr=False)  # a Control (or its optimizer)
     _fixed_spec: object = field(default=None, repr=False)
     _dev: object = field(default=None, repr=False)  # the objective (Satterthwaite's df)
     _objective: object = field(default=None, repr=False)  # its data: A and the terms' layout

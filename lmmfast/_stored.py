@@ -11,7 +11,7 @@ what the original did.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,15 +36,26 @@ class StoredObjective:
     nlevels: list[int]
     cp: CrossProducts
     maps: list[np.ndarray] | None = None
+    _rows_terms: list | None = field(default=None, repr=False)  # to find maps; not pickled
 
     @classmethod
     def of(cls, dev: ProfiledDeviance) -> StoredObjective:
-        kind = dev.factorization
         return cls(
-            dev.n, float(dev.ldW), kind, [t.group for t in dev.terms],
+            dev.n, float(dev.ldW), dev.factorization, [t.group for t in dev.terms],
             [list(t.cnames) for t in dev.terms], [t.nlevels for t in dev.terms], dev.cp,
-            nesting_maps(dev.terms) if kind == "nested" else None,
+            _rows_terms=dev.terms,
         )  # fmt: skip
+
+    def _nesting(self) -> list[np.ndarray] | None:
+        """The nested design's level -> cluster maps, found from the rows' level codes the
+        first time they are needed (pickling, saving), so a fit does not pay for them."""
+        if self.kind == "nested" and self.maps is None and self._rows_terms is not None:
+            self.maps = nesting_maps(self._rows_terms)
+        return self.maps
+
+    def __getstate__(self):
+        self._nesting()
+        return {**self.__dict__, "_rows_terms": None}
 
     def terms(self) -> list[ReTerm]:
         """The terms as the factorizations read them: layout only, no rows."""
@@ -62,7 +73,7 @@ class StoredObjective:
         if self.kind == "blocked":
             factor = BlockedFactor(cp, terms)
         elif self.kind == "nested":
-            factor = ClusteredFactor(cp, terms, self.maps)
+            factor = ClusteredFactor(cp, terms, self._nesting())
         elif self.kind == "crossed":
             factor = CrossedFactor(cp, terms)
         else:
@@ -79,11 +90,11 @@ class StoredObjective:
             a[f"D{k}"], a[f"ZXY{k}"] = D, Z
         for k, pair in enumerate(cp.pairs):
             a[f"pair{k}_levels"], a[f"pair{k}_O"] = pair.levels, pair.O
-        for k, m in enumerate(self.maps or []):
+        for k, m in enumerate(self._nesting() or []):
             a[f"map{k}"] = m
         meta = {"n": self.n, "ldW": self.ldW, "kind": self.kind, "groups": self.groups,
                 "cnames": self.cnames, "nlevels": [int(k) for k in self.nlevels],
-                "nested": self.maps is not None,
+                "nested": self._nesting() is not None,
                 "pairs": [[int(p.t), int(p.u)] for p in cp.pairs]}  # fmt: skip
         return a, meta
 
