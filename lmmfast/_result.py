@@ -157,11 +157,14 @@ class LmerFit:
         """
         from ._predict import predict
 
-        if newdata is None and re_form is not None and self._frame is None:
-            raise NeedsDataError(
-                "predict(re_form=...) on the fitted rows of a loaded or unpickled fit needs "
-                "the rows: pass them as newdata=<the data it was fitted to>"
-            )
+        if newdata is None and re_form is not None and self._rows is None:
+            from ._predict import _selected_terms
+
+            if 0 < len(_selected_terms(self, re_form)) < len(self.terms):
+                raise NeedsDataError(
+                    "predict(re_form=...) with some of the terms, on the fitted rows of a "
+                    "loaded or unpickled fit, needs the rows: pass newdata=<the data>"
+                )
         return predict(self, newdata, re_form, allow_new_levels)
 
     # ----- refitting and inference -------------------------------------------------------
@@ -463,12 +466,13 @@ class LmerFit:
         """Pearson residuals over sigma (lme4's residuals(fit, "pearson", scaled = TRUE))."""
         return self.residuals("pearson", scaled=True).to_numpy()
 
-    def summary(self, ddf: str | None = None) -> LmerSummary:
+    def summary(self, ddf: str | None = None, data: Any = None) -> LmerSummary:
         """An object whose str() is laid out as lme4's summary(); ddf="satterthwaite" adds
-        df and p-values as lmerTest's summary(fit, ddf = "Satterthwaite")."""
+        df and p-values as lmerTest's summary(fit, ddf = "Satterthwaite").  A loaded or
+        unpickled fit needs `data` (its rows) for ddf="kenward-roger"."""
         from ._present.summary import LmerSummary
 
-        return LmerSummary(self, ddf)
+        return LmerSummary(self if data is None else self._with_data(data, "summary()"), ddf)
 
     def __repr__(self) -> str:
         crit = "REML criterion" if self.reml else "deviance"

@@ -72,11 +72,13 @@ CALLS = {
     "residuals": lambda f, d: f.residuals("pearson", scaled=True),
     "predict": lambda f, d: f.predict(d),
     "predict_re_form": lambda f, d: f.predict(d, re_form="~0"),
+    "predict_fitted_rows_re_form": lambda f, d: f.predict(re_form="~0"),
     "ranef_table": lambda f, d: f.ranef_table(),
     "coef": lambda f, d: f.coef(),
     "icc": lambda f, d: f.icc(),
     "summary": lambda f, d: str(f.summary()),
     "summary_satterthwaite": lambda f, d: str(f.summary(ddf="satterthwaite")),
+    "summary_kenward_roger": lambda f, d: str(f.summary(ddf="kenward-roger", data=d)),
     "coef_table": lambda f, d: f.coef_table(),
     "coef_table_satterthwaite": lambda f, d: f.coef_table(ddf="satterthwaite"),
     "coef_table_kenward_roger": lambda f, d: f.coef_table(ddf="kenward-roger", data=d),
@@ -186,10 +188,12 @@ def test_methods_that_read_the_rows_ask_for_data(how, tmp_path_factory):
         lambda: back.confint("boot", nsim=3),
         lambda: back.coef_table(ddf="kenward-roger"),
         lambda: back.refit_ml().fitted(),  # a REML fit's ML refit from A has no rows
-        lambda: back.predict(re_form="~0"),
     ):
         with pytest.raises(lmmfast.NeedsDataError, match="data"):
             call()
+    crossed, back_crossed, _ = _fits("crossed", how, tmp_path_factory)
+    with pytest.raises(lmmfast.NeedsDataError, match="newdata"):
+        back_crossed.predict(re_form="~(1 | plate)")  # some terms: a pass over the rows
     with pytest.raises(lmmfast.DataError, match="not the data this fit was made from"):
         back.simulate(2, data=df.iloc[:-3])
     other = df.assign(Reaction=df["Reaction"] + 1.0)
