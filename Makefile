@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # CHOLMOD and its BLAS: Debian's SuiteSparse 5.12, and OpenBLAS instead of the reference BLAS
 SYSTEM_PACKAGES := libsuitesparse-dev libopenblas0-pthread
 
-.PHONY: demo test lint bench system install clean
+.PHONY: demo test lint bench system install clean package-check
 
 demo: install
 	$(PY) -m lmmfast
@@ -20,6 +20,10 @@ lint: install
 	$(VENV)/bin/ruff check lmmfast tests setup.py $(wildcard bench)
 	$(VENV)/bin/ruff format --check lmmfast tests setup.py $(wildcard bench)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cython-lint src
+
+# the sdist, a wheel built from it, installed into a fresh venv outside the checkout, the demo
+package-check: install
+	PY="$(CURDIR)/$(PY)" .ci/package-check
 
 # the peers run on the same machine: lme4 (R) and mixedlm, statsmodels from PyPI
 BENCH_PACKAGES := r-base-core r-cran-lme4 r-cran-jsonlite

@@ -6,17 +6,22 @@
 """
 
 from . import datasets
+from ._control import Control
 from ._errors import (
     ArgumentError,
+    ConvergenceError,
     ConvergenceWarning,
     DataError,
+    DuplicateTermWarning,
     FormulaError,
     GroupingError,
     LMMError,
     MemoryLimitError,
     MissingColumnError,
+    NeedsDataError,
     NewLevelsError,
     NotMixedModelError,
+    RefitWarning,
     SingularFitWarning,
 )
 from ._inference.anova import anova
@@ -47,4 +52,9 @@ __all__ = [
     "ConvergenceWarning",
     "SingularFitWarning",
     "RankDeficiencyWarning",
+    "Control",
+    "NeedsDataError",
+    "ConvergenceError",
+    "RefitWarning",
+    "DuplicateTermWarning",
 ]

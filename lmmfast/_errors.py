@@ -67,3 +67,19 @@ class ConvergenceWarning(UserWarning):
 
 class SingularFitWarning(UserWarning):
     """The fit is on the boundary of the parameter space (a variance is zero, a |corr| is 1)."""
+
+
+class NeedsDataError(LMMError, ValueError):
+    """A method needs the rows, which a loaded or unpickled fit does not keep: pass data=."""
+
+
+class RefitWarning(UserWarning):
+    """REML fits were refitted by maximum likelihood before a likelihood-ratio test."""
+
+
+class DuplicateTermWarning(UserWarning):
+    """A random-effects term appears twice: its variance is not identified."""
+
+
+class ConvergenceError(LMMError, RuntimeError):
+    """The optimizer did not reach an optimum and Control(check_conv="stop") was asked for."""

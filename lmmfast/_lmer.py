@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ._errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
+from ._control import OPTIMIZERS, Control, logger, traced
+from ._errors import (
+    ArgumentError,
+    ConvergenceError,
+    ConvergenceWarning,
+    DataError,
+    DuplicateTermWarning,
+    FormulaError,
+    SingularFitWarning,
+)
 from ._optimize import bobyqa, check_optimum, lbfgs
 from ._pls import ProfiledDeviance
 from ._rank import independent_columns
@@ -15,22 +27,21 @@ from ._result import LmerFit, TermInfo
 from ._sources.crossprod import RowData
 from ._sources.formula import parse_formula
 from ._sources.frame import ModelFrame, build_frame
+from ._stored import StoredObjective
 
 
 class RankDeficiencyWarning(UserWarning):
     """Fixed-effects columns were dropped because X is rank deficient."""
 
 
-OPTIMIZERS = ("auto", "lbfgs", "bobyqa")
-
-
 def lmer(
     formula: str,
-    data,
+    data: Any,
     REML: bool = True,
-    weights=None,
-    offset=None,
+    weights: str | ArrayLike | None = None,
+    offset: str | ArrayLike | None = None,
     optimizer: str = "auto",
+    control: Control | None = None,
     contrasts: dict | None = None,
 ) -> LmerFit:
     """Fit a linear mixed model, as lme4's ``lmer``.
@@ -52,6 +63,9 @@ def lmer(
     optimizer : {"auto", "lbfgs", "bobyqa"}
         "auto" (default) uses L-BFGS-B with the analytic gradient where it is available (one
         grouping factor) and BOBYQA (lme4's default) otherwise or if L-BFGS-B fails.
+        A shorthand for ``control=Control(optimizer=...)``.
+    control : lmmfast.Control, optional
+        The optimizer's settings and the convergence checks, as lme4's ``lmerControl``.
     contrasts : dict, optional
         The coding of fixed-effect factors, as lme4's ``contrasts=``: ``{"recipe": "sum"}``;
         one of "treatment" (the default; ordered factors: "poly"), "sum", "helmert", "poly",
@@ -61,8 +75,8 @@ def lmer(
     -------
     LmerFit
     """
-    if optimizer not in OPTIMIZERS:
-        raise ArgumentError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+    control = _control_of(optimizer, control)
+    _check_arguments(formula, REML, weights, offset)
     data_name = _caller_name(data)
     parsed = parse_formula(formula)
     if contrasts is not None and not isinstance(contrasts, dict):
@@ -74,17 +88,76 @@ def lmer(
         raise DataError(
             f"response {parsed.response!r} is constant (zero variance); there is nothing to model"
         )
-    fit = _fit(parsed.formula, frame, REML, optimizer)
+    _warn_duplicate_terms(frame.terms)
+    fit = _fit(parsed.formula, frame, bool(REML), control)
     fit.data_name = data_name
     fit.weights_name = _arg_name(weights)
     fit.offset_name = _arg_name(offset)
     return fit
 
 
-def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None) -> LmerFit:
+def _control_of(optimizer, control) -> Control:
+    """One Control from lmer's optimizer= shorthand and control=."""
+    if control is not None and not isinstance(control, Control):
+        raise ArgumentError(
+            f"control must be an lmmfast.Control, not {type(control).__name__}: "
+            "e.g. control=lmmfast.Control(optimizer='bobyqa', maxeval=1000)"
+        )
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise ArgumentError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+    if control is None:
+        return Control(optimizer=optimizer)
+    if optimizer != "auto" and optimizer != control.optimizer:
+        raise ArgumentError(
+            f"optimizer={optimizer!r} contradicts control.optimizer={control.optimizer!r}; "
+            "give the optimizer in one place"
+        )
+    return control
+
+
+def _check_arguments(formula, REML, weights, offset) -> None:
+    """Types of lmer's arguments (the data and the formula's content are checked later)."""
+    if not isinstance(formula, str):
+        raise FormulaError(
+            f"formula must be a string such as 'y ~ x + (1 | g)', not {type(formula).__name__}"
+        )
+    if not isinstance(REML, (bool, np.bool_)):
+        raise ArgumentError(
+            f"REML must be True or False, not {REML!r} ({type(REML).__name__}); "
+            "note that the string 'FALSE' is not False"
+        )
+    for name, v in (("weights", weights), ("offset", offset)):
+        if v is None or isinstance(v, str) or np.ndim(v) == 1:
+            continue
+        raise ArgumentError(
+            f"{name} must be a column name or one value per row (a 1-D array), "
+            f"not {type(v).__name__} of {np.ndim(v)} dimensions"
+        )
+
+
+def _warn_duplicate_terms(terms) -> None:
+    """lme4 1.1-31 fits (1 | g) + (1 | g) without a word (its issue #625); its two variances
+    are not identified, only their sum, so say so."""
+    seen = set()
+    for t in terms:
+        key = (t.group, tuple(t.cnames))
+        if key in seen:
+            warnings.warn(
+                f"the random-effects term ({' + '.join(t.cnames)} | {t.group}) appears more than "
+                "once: the copies have the same columns, so only the sum of their variances is "
+                "identified. Remove the duplicate term.",
+                DuplicateTermWarning,
+                stacklevel=3,
+            )
+        seen.add(key)
+
+
+def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer, like=None) -> LmerFit:
     """Build the objective from the model frame, optimize it, package the result.
 
-    like: the factorization of a fit of the same design, whose structure is reused."""
+    optimizer: a Control (or an optimizer's name); like: the factorization of a fit of the
+    same design, whose structure is reused."""
+    control = optimizer if isinstance(optimizer, Control) else Control(optimizer=optimizer)
     y = frame.y if frame.offset is None else frame.y - frame.offset
     rows = RowData(frame.terms, frame.Xcols, frame.xnames, y)
     cp = rows.cross_products(frame.weights)
@@ -102,11 +175,27 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
         cp = cp.select(keep)
     ldW = 0.0 if frame.weights is None else float(np.sum(np.log(frame.weights)))
     dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW, like=like)
-    theta0 = np.concatenate([t.theta_init() for t in frame.terms])
-    lower = np.concatenate([t.theta_lower() for t in frame.terms])
+    opt = _minimize(dev, control)
+    fit = _package(formula, REML, frame, rows, keep, dev, opt, dropped, None)
+    if fit.is_singular and like is None:
+        warnings.warn(
+            "boundary (singular) fit: see fit.is_singular", SingularFitWarning, stacklevel=3
+        )
+    fit._frame, fit._optimizer = frame, control
+    fit._fixed_spec, fit._dev = frame.fixed_spec, dev
+    fit._objective = StoredObjective.of(dev)
+    return fit
+
+
+def _minimize(dev: ProfiledDeviance, control: Control):
+    """Optimize theta (L-BFGS-B where there is a gradient, BOBYQA otherwise or after it),
+    check the optimum, and warn (or raise, or not) as control.check_conv says."""
+    terms, cp, optimizer = dev.terms, dev.cp, control.optimizer
+    theta0 = np.concatenate([t.theta_init() for t in terms])
+    lower = np.concatenate([t.theta_lower() for t in terms])
     # optimize over eta = theta / scale: columns of extreme scale (1e12, 1e-12) get O(1)
     # coordinates; ordinary columns keep scale 1, so lme4's path is unchanged for them
-    scale = _theta_scale(frame.terms, cp, frame.n)
+    scale = _theta_scale(terms, cp, dev.n)
 
     def f(eta):
         return dev(eta * scale)
@@ -115,46 +204,69 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
         v, g = dev.value_and_gradient(eta * scale)
         return v, g * scale
 
+    verbose = bool(control.verbose)
+    f_traced, fg_traced = traced(f, verbose, scale), traced(fg, verbose, scale)
     opt = None
     if optimizer in ("auto", "lbfgs") and dev.has_gradient:
-        opt = lbfgs(fg, theta0, lower)
+        opt = lbfgs(fg_traced, theta0, lower, control.maxeval)
     if opt is None or (optimizer == "auto" and not opt.converged):
-        opt = bobyqa(f, theta0 if opt is None else opt.theta, lower)
+        opt = bobyqa(f_traced, theta0 if opt is None else opt.theta, lower, **control.tolerances)
     doubtful = opt.converged and check_optimum(f, opt)
     if doubtful and optimizer == "auto" and opt.optimizer == "L-BFGS-B":
         # L-BFGS-B can stop on a stalled line search with the slope still large (seen on a
         # badly scaled model): polish from there with BOBYQA and keep the better optimum
-        polished = bobyqa(f, opt.theta, lower)
+        polished = bobyqa(f_traced, opt.theta, lower, **control.tolerances)
         polished.feval += opt.feval
         if polished.fmin <= opt.fmin:
             opt = polished
         doubtful = opt.converged and check_optimum(f, opt)
     opt.to_theta_scale(scale)
+    logger.info(
+        "%s: objective %.10g after %d evaluations (%s), theta %s",
+        opt.optimizer, opt.fmin, opt.feval, opt.message or "done", np.array2string(opt.theta),
+    )  # fmt: skip
     if doubtful:
-        warnings.warn(
+        _convergence(
             f"the optimizer stopped where a Newton step would still lower the objective by "
             f"{opt.newton_decrement:.2g} (deviance units); the estimates may not be the optimum. "
             "Check the scale of the covariates and whether the random-effects structure is "
             "too rich for the data; fit.optsummary has the gradient and Hessian.",
-            ConvergenceWarning,
-            stacklevel=3,
+            control,
         )
     if not opt.converged:
-        warnings.warn(
+        _convergence(
             f"the optimizer did not converge ({opt.message}) after {opt.feval} evaluations; the "
             "estimates may not be the optimum. Check the scale of the covariates (centre and "
             "scale them) and whether the random-effects structure is too rich for the data.",
-            ConvergenceWarning,
-            stacklevel=3,
+            control,
         )
-    fit = _package(formula, REML, frame, rows, keep, dev, opt, dropped, None)
-    if fit.is_singular and like is None:
-        warnings.warn(
-            "boundary (singular) fit: see fit.is_singular", SingularFitWarning, stacklevel=3
-        )
-    fit._frame, fit._optimizer = frame, optimizer
-    fit._fixed_spec, fit._dev = frame.fixed_spec, dev
-    return fit
+    return opt
+
+
+def _convergence(message: str, control: Control) -> None:
+    logger.warning(message)
+    if control.check_conv == "stop":
+        raise ConvergenceError(message)
+    if control.check_conv == "warning":
+        warnings.warn(message, ConvergenceWarning, stacklevel=5)
+
+
+def _refit_stored(fit: LmerFit, reml: bool) -> LmerFit:
+    """The model refitted (by ML for anova and profiles) from its stored cross-products A,
+    without the rows: every field except the row-level ones (fitted values, residuals,
+    simulate, refit), which then need data=."""
+    stored = fit._objective
+    dev = stored.deviance(reml)
+    opt = _minimize(dev, fit._optimizer)
+    dec = dev.decompose(opt.theta)
+    us = dev.factor.spherical_modes(dec.beta)
+    bs = [u @ T.T for T, u in zip(dev.Ts(opt.theta), us)]
+    return replace(
+        fit, reml=reml, theta=opt.theta, beta=dec.beta, sigma=dev.sigma(dec),
+        objective=dev.objective(dec), RX=dec.RX, optsummary=opt, fitted_values=None,
+        terms=[replace(t, b=b[t.order]) for t, b in zip(fit.terms, bs)],
+        _factor=dev.factor, _rows=None, _frame=None, _dev=dev, _objective=stored,
+    )  # fmt: skip
 
 
 def _package(formula, reml, frame: ModelFrame, rows: RowData, keep, dev, opt, dropped, name):
@@ -204,6 +316,24 @@ def _package(formula, reml, frame: ModelFrame, rows: RowData, keep, dev, opt, dr
         factorization=dev.factorization,
         theta_names=[n for t in frame.terms for n in t.theta_names()],
     )
+
+
+def _rows_of(fit: LmerFit, data):
+    """The model frame and row plan of `data` for a loaded fit, checked to be its rows."""
+    parsed = parse_formula(fit.formula)
+    weights = fit.weights if fit.weights_name == "(array)" else fit.weights_name
+    offset = fit._offset if fit.offset_name == "(array)" else fit.offset_name
+    frame = build_frame(parsed, data, weights, offset)
+    same = frame.n == fit.nobs and np.array_equal(frame.y, fit.response)
+    if same and fit.weights is not None:
+        same = frame.weights is not None and np.array_equal(frame.weights, fit.weights)
+    if not same:
+        raise DataError(
+            f"data= is not the data this fit was made from: it gives {frame.n} rows used "
+            f"(the fit has {fit.nobs}) or a different response; pass the same rows"
+        )
+    y = frame.y if frame.offset is None else frame.y - frame.offset
+    return frame, RowData(frame.terms, frame.Xcols, frame.xnames, y)
 
 
 EXTREME = (1e-3, 1e3)  # column RMS outside this range: rescaled for the optimizer

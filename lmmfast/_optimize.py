@@ -50,6 +50,7 @@ class OptSummary:
     ftol_abs: float = 0.0
     xtol_abs: float = 1e-9
     maxeval: int = 100_000
+    xtol_rel: float = 0.0
 
     def to_theta_scale(self, scale: np.ndarray) -> None:
         """The optimizer worked in eta = theta / scale: express the record in theta."""
@@ -77,6 +78,7 @@ def bobyqa(f, theta0: np.ndarray, lower: np.ndarray, **tol) -> OptSummary:
     opt.set_ftol_rel(s.ftol_rel)
     opt.set_ftol_abs(s.ftol_abs)
     opt.set_xtol_abs(s.xtol_abs)
+    opt.set_xtol_rel(s.xtol_rel)
     opt.set_maxeval(s.maxeval)
     opt.set_initial_step(0.2 * np.maximum(np.abs(s.theta0), 1.0))
     try:
@@ -92,9 +94,11 @@ def bobyqa(f, theta0: np.ndarray, lower: np.ndarray, **tol) -> OptSummary:
     return s
 
 
-def lbfgs(fg, theta0: np.ndarray, lower: np.ndarray) -> OptSummary:
+def lbfgs(fg, theta0: np.ndarray, lower: np.ndarray, maxeval: int = 100_000) -> OptSummary:
     """Minimize with value and gradient fg(theta) -> (f, g), theta >= lower."""
-    s = OptSummary("L-BFGS-B", np.array(theta0, dtype=float), np.array(lower, dtype=float))
+    s = OptSummary(
+        "L-BFGS-B", np.array(theta0, dtype=float), np.array(lower, dtype=float), maxeval=maxeval
+    )
     best = {"f": np.inf, "x": s.theta0.copy()}
     scale = [1.0]
 

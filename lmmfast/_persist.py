@@ -11,18 +11,22 @@ transforms such as center() or poly() cannot be rebuilt so; predict(newdata) the
 from __future__ import annotations
 
 import json
+import os
 import re
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
 
-from ._errors import DataError, LMMError
+from ._control import Control
+from ._errors import DataError, LMMError, NeedsDataError
 from ._optimize import OptSummary
 from ._result import LmerFit, TermInfo
 from ._sources.design import Design
+from ._stored import StoredObjective
 
 FORMAT = "lmmfast-fit"
-VERSION = 1
+VERSION = 2  # 2: the objective's cross-products A and the control settings are stored
 _STATEFUL = re.compile(r"\b(center|scale|standardize|poly|bs|cr|cs|cc|te|lag|hashed|split_by)\(")
 
 
@@ -30,7 +34,12 @@ class PersistenceError(LMMError, ValueError):
     """A file is not an lmmfast fit, or was written by an incompatible version."""
 
 
-def save(fit: LmerFit, path) -> None:
+def save(fit: LmerFit, path: str | os.PathLike) -> None:
+    if fit.fitted_values is None or fit._objective is None:
+        raise NeedsDataError(
+            "this fit was refitted from stored cross-products without its rows; save the fit "
+            "it came from, or refit with data=<the data> first"
+        )
     for name in fit._LAZY:  # compute what needs the data or the factorization
         getattr(fit, name)
     arrays = {
@@ -42,6 +51,10 @@ def save(fit: LmerFit, path) -> None:
     }  # fmt: skip
     if fit.weights is not None:
         arrays["weights"] = fit.weights
+    if fit.offset_name == "(array)" and fit._offset is not None:
+        arrays["offset"] = np.asarray(fit._offset, dtype=np.float64)
+    objective_arrays, objective_meta = fit._objective.to_arrays()
+    arrays.update({f"obj_{k}": v for k, v in objective_arrays.items()})
     if fit.optsummary.gradient is not None:
         arrays["opt_gradient"] = fit.optsummary.gradient
         arrays["opt_hessian"] = fit.optsummary.hessian
@@ -64,6 +77,7 @@ def save(fit: LmerFit, path) -> None:
         "data_name": fit.data_name, "factorization": fit.factorization,
         "theta_names": fit.theta_names, "weights_name": fit.weights_name,
         "offset_name": fit.offset_name, "fixed_spec": _spec_to_json(fit._fixed_spec),
+        "objective_record": objective_meta, "control": _control_to_json(fit._optimizer),
         "optimizer": {"optimizer": opt.optimizer, "fmin": opt.fmin, "feval": opt.feval,
                       "converged": opt.converged, "message": opt.message,
                       "newton_decrement": opt.newton_decrement},
@@ -73,7 +87,7 @@ def save(fit: LmerFit, path) -> None:
         np.savez_compressed(fh, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
-def load(path) -> LmerFit:
+def load(path: str | os.PathLike) -> LmerFit:
     """Read a fit written by fit.save(); no code is executed (numpy allow_pickle=False)."""
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -104,6 +118,9 @@ def load(path) -> LmerFit:
         for k, d in enumerate(meta["terms"])
     ]
     o = meta["optimizer"]
+    stored = StoredObjective.from_arrays(
+        {k[4:]: v for k, v in a.items() if k.startswith("obj_")}, meta["objective_record"]
+    )
     opt = OptSummary(
         o["optimizer"], a["opt_theta0"], a["opt_lower"], theta=a["opt_theta"],
         fmin=o["fmin"], feval=o["feval"], converged=o["converged"], message=o["message"],
@@ -120,13 +137,20 @@ def load(path) -> LmerFit:
         theta_names=meta["theta_names"], weights_name=meta["weights_name"],
         offset_name=meta["offset_name"], row_index=pd.Index(a["row_index"]),
         _keep=a["keep"], _fixed_spec=_spec_from_json(meta["fixed_spec"]),
+        _offset=a.get("offset"), _objective=stored, _optimizer=Control(**meta["control"]),
     )  # fmt: skip
     groups = meta["cond_var_groups"]
     fit.__dict__["cond_var"] = {
         g: a[f"condvar_{len(terms)}_{i}"] for i, g in enumerate(groups)
     }  # the cached_property's value
     fit.__dict__["fitted_marginal"] = a["fitted_marginal"]
+    fit._restore_objective()
     return fit
+
+
+def _control_to_json(control) -> dict:
+    c = control if isinstance(control, Control) else Control(optimizer=control)
+    return {f.name: getattr(c, f.name) for f in fields(c)}
 
 
 def _index_values(index) -> np.ndarray:

@@ -58,12 +58,20 @@ class ProfiledDeviance:
     """phi(theta): the REML criterion or the ML deviance, profiled over beta and sigma."""
 
     def __init__(
-        self, cp: CrossProducts, terms: list[ReTerm], n: int, reml: bool, ldW: float, like=None
+        self,
+        cp: CrossProducts,
+        terms: list[ReTerm],
+        n: int,
+        reml: bool,
+        ldW: float,
+        like=None,
+        factor=None,
     ):
         self.terms, self.n, self.reml, self.ldW, self.cp = terms, n, reml, ldW, cp
         self.p = cp.XtXy.shape[0] - 1
         self.XtXy = cp.XtXy
-        self.factor = _choose_factorization(cp, terms, like)
+        # factor: one built by the caller (a fit rebuilt from its stored cross-products)
+        self.factor = factor if factor is not None else _choose_factorization(cp, terms, like)
         cuts = np.cumsum([0] + [t.ntheta for t in terms])
         self.slices = [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
         self.nevals = 0

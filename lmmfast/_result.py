@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
-from ._errors import ArgumentError
+from ._errors import ArgumentError, NeedsDataError
 from ._optimize import OptSummary
+
+if TYPE_CHECKING:
+    from ._present.summary import LmerSummary
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
 
@@ -84,21 +90,52 @@ class LmerFit:
     _keep: object = field(default=None, repr=False)
     _offset: object = field(default=None, repr=False)
     _frame: object = field(default=None, repr=False)
-    _optimizer: str = field(default="auto", repr=False)
+    _optimizer: object = field(default="auto", repr=False)  # a Control (or its optimizer)
     _fixed_spec: object = field(default=None, repr=False)
     _dev: object = field(default=None, repr=False)  # the objective (Satterthwaite's df)
+    _objective: object = field(default=None, repr=False)  # its data: A and the terms' layout
 
     _LAZY = ("cond_var", "fitted_marginal")
 
     def __getstate__(self):
         for name in self._LAZY:  # compute what needs the factorization or the rows
-            getattr(self, name)
+            if name != "fitted_marginal" or self._rows is not None:
+                getattr(self, name)
         state = self.__dict__.copy()
         state.update(_factor=None, _rows=None, _frame=None, _dev=None)
         return state
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._restore_objective()
+
+    def _restore_objective(self) -> None:
+        """Rebuild the objective and its factorization (at theta) from the stored A."""
+        if self._objective is not None and self._dev is None:
+            self._dev = self._objective.deviance(self.reml)
+            self._dev.decompose(self.theta)
+            self._factor = self._dev.factor
+
+    def _with_data(self, data, what: str) -> LmerFit:
+        """This fit with its rows: itself if it has them, else a copy given them by `data`
+        (a loaded or unpickled fit), checked to be the rows it was fitted to."""
+        if self._frame is not None:
+            return self
+        if data is None:
+            raise NeedsDataError(
+                f"{what} needs the rows, which a loaded, unpickled or refitted-from-A fit does "
+                "not keep; pass data=<the data it was fitted to>"
+            )
+        from ._lmer import _rows_of
+
+        frame, rows = _rows_of(self, data)
+        out = object.__new__(type(self))
+        out.__dict__.update(self.__dict__)
+        out._frame, out._rows, out._offset = frame, rows, frame.offset
+        return out
+
     # ----- persistence ---------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write the fit to `path` in lmmfast's data-only format (a .npz of arrays and a JSON
         document with a format version); read it back with lmmfast.load(path).  Loading
         never executes code, unlike pickle."""
@@ -107,7 +144,9 @@ class LmerFit:
         save(self, path)
 
     # ----- prediction ----------------------------------------------------------------------
-    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False) -> pd.Series:
+    def predict(
+        self, newdata: Any = None, re_form: str | None = None, allow_new_levels: bool = False
+    ) -> pd.Series:
         """Predictions, as lme4's predict(fit, newdata, re.form, allow.new.levels).
 
         re_form: None uses every random-effects term; "~0" (or "NA") none, i.e. the
@@ -118,27 +157,39 @@ class LmerFit:
         """
         from ._predict import predict
 
+        if newdata is None and re_form is not None and self._rows is None:
+            from ._predict import _selected_terms
+
+            if 0 < len(_selected_terms(self, re_form)) < len(self.terms):
+                raise NeedsDataError(
+                    "predict(re_form=...) with some of the terms, on the fitted rows of a "
+                    "loaded or unpickled fit, needs the rows: pass newdata=<the data>"
+                )
         return predict(self, newdata, re_form, allow_new_levels)
 
     # ----- refitting and inference -------------------------------------------------------
-    def refit_ml(self) -> LmerFit:
-        """The same model fitted by maximum likelihood (what anova() compares)."""
+    def refit_ml(self, data: Any = None) -> LmerFit:
+        """The same model fitted by maximum likelihood (what anova() compares).  A loaded or
+        unpickled fit refits from its stored cross-products; the result then has no
+        row-level values (fitted values, residuals) unless `data` (the rows it was fitted
+        to) is given."""
         if not self.reml:
             return self
-        if self._frame is None:
-            raise RuntimeError("refit_ml() needs the data, which a fit loaded from disk has not")
-        from ._lmer import _fit
+        from ._lmer import _fit, _refit_stored
 
-        fit = _fit(self.formula, self._frame, False, self._optimizer)
+        if self._frame is None and data is None:
+            return _refit_stored(self, False)
+        src = self._with_data(data, "refit_ml()")
+        fit = _fit(self.formula, src._frame, False, self._optimizer)
         fit.data_name, fit.weights_name = self.data_name, self.weights_name
         fit.offset_name = self.offset_name
         return fit
 
-    def refit(self, y) -> LmerFit:
+    def refit(self, y: ArrayLike, data: Any = None) -> LmerFit:
         """The same model fitted to another response (one value per row used), reusing the
-        grouping structure and CHOLMOD's analysis: the fast path for bootstrap and power."""
-        if self._frame is None:
-            raise RuntimeError("refit() needs the data, which a fit loaded from disk has not")
+        grouping structure and CHOLMOD's analysis: the fast path for bootstrap and power.
+        A loaded or unpickled fit needs `data`, the rows it was fitted to."""
+        src = self._with_data(data, "refit()")
         from dataclasses import replace
 
         from ._errors import DataError
@@ -149,31 +200,32 @@ class LmerFit:
             raise DataError(f"refit() needs {self.nobs} responses (one per row used), not {y.size}")
         if not np.all(np.isfinite(y)):
             raise DataError("refit() needs finite responses")
-        fit = _fit(self.formula, replace(self._frame, y=y), self.reml, self._optimizer,
+        fit = _fit(self.formula, replace(src._frame, y=y), self.reml, self._optimizer,
                    like=self._factor)  # fmt: skip
         fit.data_name, fit.weights_name = self.data_name, self.weights_name
         fit.offset_name = self.offset_name
         return fit
 
-    def simulate(self, nsim: int = 1, seed=None) -> pd.DataFrame:
+    def simulate(self, nsim: int = 1, seed: Any = None, data: Any = None) -> pd.DataFrame:
         """Responses simulated from the fitted model (lme4's simulate()): new random effects
-        b ~ N(0, sigma^2 Lambda Lambda') and errors e ~ N(0, sigma^2 / w); columns sim_1.."""
-        if self._rows is None:
-            raise RuntimeError("simulate() needs the data, which a fit loaded from disk has not")
+        b ~ N(0, sigma^2 Lambda Lambda') and errors e ~ N(0, sigma^2 / w); columns sim_1..
+        A loaded or unpickled fit needs `data`, the rows it was fitted to."""
+        src = self._with_data(data, "simulate()")
         rng = np.random.default_rng(seed)
         out = {}
         for k in range(nsim):
             bs = [rng.standard_normal(t.b.shape) * self.sigma @ T.T
                   for t, T in zip(self.terms, self._Ts())]  # fmt: skip
-            y = self._rows.fitted(self._keep, self.beta, bs, self._offset)
+            y = src._rows.fitted(self._keep, self.beta, bs, src._offset)
             e = rng.standard_normal(self.nobs) * self.sigma
             out[f"sim_{k + 1}"] = y + (e if self.weights is None else e / np.sqrt(self.weights))
         return pd.DataFrame(out, index=self.row_index)
 
-    def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
+    def coef_table(self, ddf: str | None = None, data: Any = None) -> pd.DataFrame:
         """Estimate, Std. Error, t value; with ddf="satterthwaite" or "kenward-roger" also
         df and Pr(>|t|), as lmerTest's summary(fit, ddf = ...) (Kenward-Roger's Std. Error
-        is the adjusted one, as pbkrtest's vcovAdj)."""
+        is the adjusted one, as pbkrtest's vcovAdj).  Kenward-Roger reads the rows: a loaded
+        or unpickled fit needs `data`, the rows it was fitted to."""
         if ddf is None:
             est, se = self.fixef.to_numpy(), self.se.to_numpy()
             return pd.DataFrame(
@@ -186,24 +238,32 @@ class LmerFit:
         if str(ddf).lower().replace("_", "-") in ("kenward-roger", "kr"):
             from ._inference.kenward_roger import kenward_roger_table
 
-            return kenward_roger_table(self)
+            return kenward_roger_table(self._with_data(data, "Kenward-Roger df"))
         raise ArgumentError(f"ddf must be None, 'satterthwaite' or 'kenward-roger', not {ddf!r}")
 
-    def confint(self, method: str = "wald", level: float = 0.95, nsim: int = 500, seed=None):
-        """Confidence intervals, as lme4's confint() with oldNames = FALSE: "profile"
-        (likelihood profiles of the ML deviance, every parameter: sd_.., cor_.., sigma,
-        fixed effects), "wald" (fixed effects) or "boot" (parametric bootstrap percentile
-        intervals of every parameter; nsim refits from simulate())."""
+    def confint(
+        self,
+        method: str = "profile",
+        level: float = 0.95,
+        nsim: int = 500,
+        seed: Any = None,
+        data: Any = None,
+    ) -> pd.DataFrame:
+        """Confidence intervals, as lme4's confint() with oldNames = FALSE: "profile" (the
+        default, as lme4's: likelihood profiles of the ML deviance, every parameter: sd_..,
+        cor_.., sigma, fixed effects), "wald" (fixed effects) or "boot" (parametric
+        bootstrap percentile intervals of every parameter; nsim refits from simulate(); a
+        loaded or unpickled fit needs `data`, the rows it was fitted to)."""
         from ._inference.intervals import confint_boot, confint_wald
         from ._inference.profile import confint_profile
 
+        if not isinstance(method, str):
+            raise ArgumentError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
         if method.lower() == "wald":
             return confint_wald(self, level)
         if method.lower() == "boot":
-            return confint_boot(self, level, nsim, seed)
+            return confint_boot(self._with_data(data, "a bootstrap"), level, nsim, seed)
         if method.lower() == "profile":
-            if self._frame is None:
-                raise RuntimeError("profiling needs the data, which a loaded fit has not")
             return confint_profile(self, level)
         raise ArgumentError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
 
@@ -372,11 +432,17 @@ class LmerFit:
     # ----- fitted values and residuals ----------------------------------------------------
     def fitted(self) -> pd.Series:
         """Conditional fitted values X beta + Z b (+ offset), indexed as the rows used."""
+        self._need_fitted()
         return pd.Series(self.fitted_values, index=self.row_index, name="fitted")
 
     @cached_property
     def fitted_marginal(self) -> np.ndarray:
         """Population-level fitted values X beta (+ offset), lme4's predict(re.form = NA)."""
+        if self._rows is None:
+            raise NeedsDataError(
+                "fitted_marginal of a fit refitted from its stored cross-products needs the "
+                "rows; refit with data=<the data it was fitted to>"
+            )
         zeros = [np.zeros_like(t.b) for t in self.terms]  # b = 0: in any level order
         return self._rows.fitted(self._keep, self.beta, zeros, self._offset)
 
@@ -391,6 +457,7 @@ class LmerFit:
         """
         if type not in ("response", "pearson"):
             raise ArgumentError(f"type must be 'response' or 'pearson', not {type!r}")
+        self._need_fitted()
         fit = self.fitted_marginal if marginal else self.fitted_values
         r = self.response - fit
         if type == "pearson" and self.weights is not None:
@@ -399,17 +466,25 @@ class LmerFit:
             r = r / self.sigma
         return pd.Series(r, index=self.row_index, name="residuals")
 
+    def _need_fitted(self) -> None:
+        if self.fitted_values is None:
+            raise NeedsDataError(
+                "this fit was refitted from its stored cross-products, without the rows, so it "
+                "has no fitted values or residuals; call refit_ml(data=<the data>) for them"
+            )
+
     @property
     def scaled_residuals(self) -> np.ndarray:
         """Pearson residuals over sigma (lme4's residuals(fit, "pearson", scaled = TRUE))."""
         return self.residuals("pearson", scaled=True).to_numpy()
 
-    def summary(self, ddf: str | None = None):
+    def summary(self, ddf: str | None = None, data: Any = None) -> LmerSummary:
         """An object whose str() is laid out as lme4's summary(); ddf="satterthwaite" adds
-        df and p-values as lmerTest's summary(fit, ddf = "Satterthwaite")."""
+        df and p-values as lmerTest's summary(fit, ddf = "Satterthwaite").  A loaded or
+        unpickled fit needs `data` (its rows) for ddf="kenward-roger"."""
         from ._present.summary import LmerSummary
 
-        return LmerSummary(self, ddf)
+        return LmerSummary(self if data is None else self._with_data(data, "summary()"), ddf)
 
     # ----- tidy tables, plots, notebooks (broom.mixed, lme4's plots) ------------------------
     def tidy(

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from sksparse import cholmod
+
+try:
+    from sksparse import cholmod
+except ImportError as e:  # only designs that need CHOLMOD get here (see sparse.py)
+    raise ImportError(
+        "this design needs CHOLMOD (crossed factors with many levels, or large clusters): "
+        "install scikit-sparse ('scikit-sparse>=0.4.12,<0.5', which builds against the system "
+        "package libsuitesparse-dev)"
+    ) from e
 
 
 class SymbolicCholesky:

@@ -15,7 +15,6 @@ import scipy.sparse as sp
 
 from .._sources.crossprod import CrossProducts
 from .._terms import ReTerm
-from .cholmod import SymbolicCholesky
 
 
 class SparseFactor:
@@ -24,6 +23,10 @@ class SparseFactor:
     kind = "cholmod"
 
     def __init__(self, cp: CrossProducts, terms: list[ReTerm], analysis=None):
+        # scikit-sparse is loaded here, when a design needs CHOLMOD, not on `import lmmfast`
+        # (cholmod.py imports only numpy, scipy and sksparse: no cycle is hidden by this)
+        from .cholmod import SymbolicCholesky
+
         self.terms, self.cp = terms, cp
         sizes = [t.nlevels * t.q for t in terms]
         self.off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)

@@ -4,17 +4,23 @@ likelihood-ratio tests of several nested fits (anova(fit0, fit1, ...))."""
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._errors import ArgumentError
+from .._errors import ArgumentError, RefitWarning
 from .contest import F_COLUMNS, ddf_method, f_test
 from .contrasts import _type, hypothesis_matrices
 
+if TYPE_CHECKING:
+    from .._result import LmerFit
 
-def anova(*fits, refit: bool = True, type=3, ddf: str = "satterthwaite") -> pd.DataFrame:
+
+def anova(
+    *fits: LmerFit, refit: bool = True, type: int = 3, ddf: str = "satterthwaite"
+) -> pd.DataFrame:
     """With one fit: lmerTest's anova(fit, type, ddf), an F test per fixed-effect term.
     With several: likelihood-ratio tests of nested models, as lme4's anova(fit0, fit1, ...).
 
@@ -36,7 +42,7 @@ def anova(*fits, refit: bool = True, type=3, ddf: str = "satterthwaite") -> pd.D
     if len(nobs) > 1:
         raise ArgumentError(f"the models were fitted to different numbers of rows ({sorted(nobs)})")
     if refit and any(f.reml for f in fits):
-        warnings.warn("refitting model(s) with ML (instead of REML)", UserWarning, stacklevel=2)
+        warnings.warn("refitting model(s) with ML (instead of REML)", RefitWarning, stacklevel=2)
         fits = [f.refit_ml() if f.reml else f for f in fits]
     fits = sorted(fits, key=lambda f: f.npar)
     rows = []
