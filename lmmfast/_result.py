@@ -117,7 +117,11 @@ class LmerFit:
         Rows with missing values predict NaN.
         """
         from ._predict import predict
+        from ._sources.lazy import lazy_predict
 
+        lazy = lazy_predict(self, newdata, re_form, allow_new_levels)
+        if lazy is not None:  # a Dask or Parquet fit, or Dask newdata: computed by the source
+            return lazy
         return predict(self, newdata, re_form, allow_new_levels)
 
     # ----- refitting and inference -------------------------------------------------------
@@ -358,8 +362,13 @@ class LmerFit:
         return pd.Series(ints["vcov"].to_numpy() / total, index=ints["grp"].to_numpy(), name="ICC")
 
     # ----- fitted values and residuals ----------------------------------------------------
-    def fitted(self) -> pd.Series:
-        """Conditional fitted values X beta + Z b (+ offset), indexed as the rows used."""
+    def fitted(self, out=None) -> pd.Series:
+        """Conditional fitted values X beta + Z b (+ offset), indexed as the rows used.
+
+        A fit of a Dask DataFrame gives a lazy Dask Series; of Parquet data, the values
+        computed by streaming the rows again, or written to the Parquet file `out`."""
+        if self.fitted_values is None and self._frame is not None:  # a batched source
+            return self._frame.values(self, "fitted", out=out)
         return pd.Series(self.fitted_values, index=self.row_index, name="fitted")
 
     @cached_property
@@ -369,16 +378,21 @@ class LmerFit:
         return self._rows.fitted(self._keep, self.beta, zeros, self._offset)
 
     def residuals(
-        self, type: str = "response", scaled: bool = False, marginal: bool = False
+        self, type: str = "response", scaled: bool = False, marginal: bool = False, out=None
     ) -> pd.Series:
         """Residuals, as lme4's residuals(fit, type, scaled).
 
         type "response": y - fitted; "pearson": sqrt(w) (y - fitted).  scaled: divided by
         sigma.  marginal=True gives y - X beta (the marginal residuals, with the random
-        effects not subtracted) instead of the conditional y - X beta - Z b.
+        effects not subtracted) instead of the conditional y - X beta - Z b.  Dask and
+        Parquet fits: as fitted() (lazy, streamed, or written to `out`).
         """
         if type not in ("response", "pearson"):
             raise ArgumentError(f"type must be 'response' or 'pearson', not {type!r}")
+        if self.response is None and self._frame is not None:  # a batched source (as fitted)
+            from ._sources.lazy import lazy_residuals
+
+            return lazy_residuals(self, type, scaled, marginal, out)
         fit = self.fitted_marginal if marginal else self.fitted_values
         r = self.response - fit
         if type == "pearson" and self.weights is not None:
