@@ -12,9 +12,9 @@ from ._optimize import bobyqa, check_optimum, lbfgs
 from ._pls import ProfiledDeviance
 from ._rank import independent_columns
 from ._result import LmerFit, TermInfo
+from ._sources.batched import StreamFrame
 from ._sources.crossprod import RowData
 from ._sources.formula import parse_formula
-from ._sources.batched import StreamFrame
 from ._sources.frame import ModelFrame, build_frame
 from ._sources.sources import batched_source, stream_frame
 

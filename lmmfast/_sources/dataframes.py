@@ -17,7 +17,6 @@ way; other pandas columns are left as they are.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from .._errors import DataError

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .._errors import DataError
 from .._terms import _narrow
 
 SAMPLE_ROWS = 64  # rows kept to build formulaic's model spec on a small prototype frame
@@ -46,8 +47,10 @@ class Scan:
         sample = self.sample
         if sample is None or (len(sample) < SAMPLE_ROWS and other.sample is not None):
             parts = [s for s in (sample, other.sample) if s is not None and len(s)]
-            sample = pd.concat(parts).head(SAMPLE_ROWS) if parts else (
-                sample if sample is not None else other.sample
+            sample = (
+                pd.concat(parts).head(SAMPLE_ROWS)
+                if parts
+                else (sample if sample is not None else other.sample)
             )
         return Scan(self.n_rows + other.n_rows, self.n_kept + other.n_kept, values, cats,
                     combos, sample)  # fmt: skip
@@ -111,21 +114,21 @@ class ColumnEncoder:
         """Codes of a column's (non-missing) values."""
         if self.table is not None:
             v = col.to_numpy()
-            if v.dtype.kind in "iu" and (len(v) == 0 or (v.min() >= 0 and v.max() < len(self.table))):
-                return self.table[v]
-            return self._lookup(pd.Index(self.table_values()).get_indexer(v))
+            if v.dtype.kind in "iu" and (len(v) == 0 or 0 <= v.min() <= v.max() < len(self.table)):
+                return self._lookup(self.table[v])
+            return self._lookup(pd.Index(np.flatnonzero(self.table >= 0)).get_indexer(v))
         if isinstance(col.dtype, pd.CategoricalDtype):
             tab = self.index.get_indexer(col.cat.categories.astype(object))
             return self._lookup(tab[col.cat.codes.to_numpy()])
         return self._lookup(self.index.get_indexer(col.to_numpy()))
 
-    def table_values(self) -> np.ndarray:
-        return np.flatnonzero(self.table >= 0)
-
     @staticmethod
     def _lookup(codes: np.ndarray) -> np.ndarray:
         if len(codes) and codes.min() < 0:
-            raise ValueError("a value not seen in the first pass")  # the data changed
+            raise DataError(
+                "a batch has a level that the first pass over the data did not see: the data "
+                "changed between the two passes; fit again on data that do not change"
+            )
         return codes
 
 
