@@ -30,6 +30,7 @@ import pandas as pd
 from .._errors import DataError
 from .._terms import ReTerm, check_term
 from .crossprod import CrossProducts, RowData, TermPair
+from .dataframes import as_pandas
 from .formula import ParsedFormula
 from .frame import (
     _check_finite,
@@ -69,6 +70,7 @@ class Layout:
 
     def kept(self, df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
         """The rows of a batch without a missing value in a used column (na.omit)."""
+        df = as_pandas(df)  # pandas' NA-string and Arrow dtypes, as in memory
         keep = np.ones(len(df), dtype=bool)
         for name in self.used:
             keep &= df[name].notna().to_numpy()

@@ -11,8 +11,10 @@ and each column then becomes a pandas column:
 * numeric with missing values: float64 with NaN (as pandas reads them; a copy);
 * anything else (strings, dictionaries = factors, dates): pyarrow's own ``to_pandas``.
 
-pandas columns with Arrow dtypes (``double[pyarrow]``, ``string[pyarrow]``) go the same
-way; other pandas columns are left as they are.
+pandas columns with Arrow dtypes (``double[pyarrow]``, ``ArrowDtype(pa.string())``) go the
+same way; pandas' ``"string"`` dtypes with ``pd.NA`` (``"string[pyarrow]"``, what Dask makes
+of text columns) become the default ``str`` dtype, which formulaic reads as categorical;
+other pandas columns are left as they are.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ def as_pandas(data) -> pd.DataFrame:
         if data.columns.duplicated().any():
             dup = data.columns[data.columns.duplicated()].unique().tolist()
             raise DataError(f"the data have duplicate column names {dup}; rename them")
-        arrow_cols = [c for c in data.columns if isinstance(data[c].dtype, pd.ArrowDtype)]
-        if not arrow_cols:
+        arrow = [c for c in data.columns if isinstance(data[c].dtype, pd.ArrowDtype)]
+        na_strings = [c for c in data.columns if _is_na_string(data[c].dtype)]
+        if not arrow and not na_strings:
             return data
         out = {c: data[c] for c in data.columns}
-        for c in arrow_cols:
+        for c in arrow:
             out[c] = pd.Series(arrow_column(data[c].array._pa_array), index=data.index, copy=False)
+        for c in na_strings:  # formulaic reads pandas' "string" (pd.NA) dtype as numbers
+            out[c] = data[c].astype(object).where(data[c].notna(), None).astype("str")
         return pd.DataFrame(out, copy=False)
     if isinstance(data, dict):
         return pd.DataFrame(data, copy=False)  # the arrays themselves, not copies
@@ -102,6 +107,11 @@ def arrow_column(col):
             return col.to_numpy(zero_copy_only=True)  # a read-only view of the buffer
         return col.cast(pa.float64()).to_numpy(zero_copy_only=False)  # NaN where missing
     return col.to_pandas().array
+
+
+def _is_na_string(dtype) -> bool:
+    """pandas' "string" dtypes with pd.NA as the missing value (the default "str" has NaN)."""
+    return isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA
 
 
 def _type_name(data) -> str:
