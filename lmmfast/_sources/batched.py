@@ -73,7 +73,8 @@ class Layout:
         df = as_pandas(df)  # pandas' NA-string and Arrow dtypes, as in memory
         keep = np.ones(len(df), dtype=bool)
         for name in self.used:
-            keep &= df[name].notna().to_numpy()
+            if name in df.columns:  # the levels pass may read fewer (scan_columns)
+                keep &= df[name].notna().to_numpy()
         if keep.all():
             return df, None
         return df.loc[keep], keep

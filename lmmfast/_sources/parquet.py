@@ -18,6 +18,7 @@ import pandas as pd
 
 from .._errors import DataError
 from .dataframes import arrow_to_pandas
+from .levels import SAMPLE_ROWS
 
 BATCH_ROWS = 1 << 21  # rows per batch at least
 LEVELS_PER_BATCH = 4  # and at least this many rows per random effect
@@ -66,12 +67,32 @@ class ParquetSource:
             yield _frame(table, start)
 
     def reduce(self, func, merge, columns):
-        """func on every batch, folded with merge in batch order."""
+        """func on every batch, folded with merge in batch order; the next batch is read
+        (pyarrow, GIL released) while func runs on this one (the kernel releases it too)."""
         acc = None
-        for df in self.batches(columns):
+        for df in _prefetched(self.batches(columns)):
             r = func(df)
             acc = r if acc is None else merge(acc, r)
         return acc
+
+    def head(self, columns) -> pd.DataFrame:
+        """The first rows (SAMPLE_ROWS of them) of the columns given."""
+        return arrow_to_pandas(self.dataset.head(SAMPLE_ROWS, columns=list(columns)))
+
+    def scan_columns(self, used, level_cols):
+        """The columns the levels pass must read: the level columns, and the others only
+        where the files' statistics do not prove them free of missing values."""
+        maybe_null = set()
+        for fragment in self.dataset.get_fragments():
+            md = fragment.metadata
+            names = [md.schema.column(j).name for j in range(md.num_columns)]
+            for i in range(md.num_row_groups):
+                rg = md.row_group(i)
+                for j, name in enumerate(names):
+                    st = rg.column(j).statistics
+                    if name in used and (st is None or not st.has_null_count or st.null_count):
+                        maybe_null.add(name)
+        return [c for c in used if c in level_cols or c in maybe_null]
 
     def sized_for(self, nre: int) -> None:
         """Grow the batches so that the per-level accumulators are small next to a batch."""
@@ -99,6 +120,21 @@ class ParquetSource:
             if writer is not None:
                 writer.close()
         return Path(out)
+
+
+def _prefetched(batches):
+    """The batches of a generator, each read in a thread while the previous is used."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = object()
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(next, batches, done)
+        while True:
+            df = future.result()
+            if df is done:
+                return
+            future = pool.submit(next, batches, done)
+            yield df
 
 
 def _frame(table, start: int) -> pd.DataFrame:

@@ -37,7 +37,12 @@ def stream_frame(parsed: ParsedFormula, source, weights=None, offset=None) -> St
     """The two passes over a batched source: levels, then cross-products."""
     t0 = time.perf_counter()
     layout = Layout(parsed, source.meta, weights, offset)
-    scan = source.reduce(layout.scan, merge_scans, layout.used)
+    columns = layout.used
+    if hasattr(source, "scan_columns"):  # Parquet: statistics may spare reading some columns
+        columns = source.scan_columns(layout.used, layout.level_cols)
+    scan = source.reduce(layout.scan, merge_scans, columns)
+    if columns != layout.used:  # the prototype frame needs every column's dtype and values
+        scan.sample = layout.kept(source.head(layout.used))[0]
     t1 = time.perf_counter()
     plan = Plan(layout, scan)
     if hasattr(source, "sized_for"):
