@@ -105,10 +105,9 @@ def run_parquet(args) -> dict:
 
 def run_dask(args) -> dict:
     import dask.dataframe as dd
+    import lmmfast
     import pandas as pd
     from distributed import Client, LocalCluster
-
-    import lmmfast
     from lmmfast._sources.batched import Layout, Plan, merge_scans
     from lmmfast._sources.formula import parse_formula
     from lmmfast._sources.parquet import ParquetSource
