@@ -8,10 +8,27 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ._errors import ArgumentError
+from ._errors import ArgumentError, DataError
 from ._optimize import OptSummary
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
+
+
+def _require_rows(fit, what: str) -> None:
+    """A typed error where a method needs the rows in memory and the fit streamed them."""
+    if fit.fitted_values is None:
+        raise DataError(
+            f"{what} needs the rows in memory; this fit streamed them (Parquet or Dask). Fit "
+            "the data in memory (a pandas or polars frame) to use it"
+        )
+
+
+def _require_source(fit, what: str) -> None:
+    if fit._frame is None:
+        raise DataError(
+            f"{what} of a Parquet or Dask fit streams its rows again, which a pickled or loaded "
+            "fit no longer has; call it on the fit lmer() returned"
+        )
 
 
 def _blockdiag_stack(blocks: list[np.ndarray]) -> np.ndarray:
@@ -143,6 +160,7 @@ class LmerFit:
         grouping structure and CHOLMOD's analysis: the fast path for bootstrap and power."""
         if self._frame is None:
             raise RuntimeError("refit() needs the data, which a fit loaded from disk has not")
+        _require_rows(self, "refit()")
         from dataclasses import replace
 
         from ._errors import DataError
@@ -164,6 +182,7 @@ class LmerFit:
         b ~ N(0, sigma^2 Lambda Lambda') and errors e ~ N(0, sigma^2 / w); columns sim_1.."""
         if self._rows is None:
             raise RuntimeError("simulate() needs the data, which a fit loaded from disk has not")
+        _require_rows(self, "simulate()")
         rng = np.random.default_rng(seed)
         out = {}
         for k in range(nsim):
@@ -190,6 +209,7 @@ class LmerFit:
         if str(ddf).lower().replace("_", "-") in ("kenward-roger", "kr"):
             from ._inference.kenward_roger import kenward_roger_table
 
+            _require_rows(self, "Kenward-Roger df")
             return kenward_roger_table(self)
         raise ArgumentError(f"ddf must be None, 'satterthwaite' or 'kenward-roger', not {ddf!r}")
 
@@ -367,7 +387,8 @@ class LmerFit:
 
         A fit of a Dask DataFrame gives a lazy Dask Series; of Parquet data, the values
         computed by streaming the rows again, or written to the Parquet file `out`."""
-        if self.fitted_values is None and self._frame is not None:  # a batched source
+        if self.fitted_values is None:  # a batched source: from its rows
+            _require_source(self, "fitted()")
             return self._frame.values(self, "fitted", out=out)
         return pd.Series(self.fitted_values, index=self.row_index, name="fitted")
 
@@ -389,9 +410,10 @@ class LmerFit:
         """
         if type not in ("response", "pearson"):
             raise ArgumentError(f"type must be 'response' or 'pearson', not {type!r}")
-        if self.response is None and self._frame is not None:  # a batched source (as fitted)
+        if self.response is None:  # a batched source (as fitted)
             from ._sources.lazy import lazy_residuals
 
+            _require_source(self, "residuals()")
             return lazy_residuals(self, type, scaled, marginal, out)
         fit = self.fitted_marginal if marginal else self.fitted_values
         r = self.response - fit

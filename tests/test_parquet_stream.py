@@ -163,3 +163,21 @@ def test_streamed_refusals_are_typed(small_batches, folder, data):
         lmmfast.lmer("y ~ center(x) + (1 | g)", folder)
     with pytest.raises(lmmfast.MissingColumnError):
         lmmfast.lmer("y ~ xx + (1 | g)", folder)
+
+
+def test_inference_from_cross_products_works_and_row_methods_refuse(small_batches, folder, data):
+    """Satterthwaite df, profiles and ML refits need only A (no pass over the rows);
+    refit(y), simulate() and Kenward-Roger need the rows in memory: a typed error."""
+    ref = lmmfast.lmer("y ~ x + (1 | g)", data)
+    got = lmmfast.lmer("y ~ x + (1 | g)", folder)
+    np.testing.assert_allclose(got.refit_ml().objective, ref.refit_ml().objective, rtol=1e-10)
+    a, b = got.coef_table("satterthwaite"), ref.coef_table("satterthwaite")
+    np.testing.assert_allclose(a["df"], b["df"], rtol=1e-4)
+    for call in (lambda: got.refit(np.ones(got.nobs)), got.simulate,
+                 lambda: got.coef_table("kenward-roger")):  # fmt: skip
+        with pytest.raises(lmmfast.DataError, match="needs the rows in memory"):
+            call()
+    import pickle
+
+    with pytest.raises(lmmfast.DataError, match="streams its rows again"):
+        pickle.loads(pickle.dumps(got)).fitted()
