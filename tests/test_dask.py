@@ -130,3 +130,14 @@ def test_bad_partition_raises_the_in_memory_error(client, data, column, value, m
     with pytest.raises(lmmfast.DataError, match=match) as got:
         lmmfast.lmer("y ~ x + (1 | g)", ddf)
     assert type(got.value) is type(mem.value)
+
+
+def test_any_active_scheduler_gives_the_same_fit(client, data, ddf):
+    """The local threaded scheduler (no cluster) runs the same graph: the identical fit."""
+    import dask
+
+    on_cluster = lmmfast.lmer("y ~ x + (1 | g) + (1 | h)", ddf)
+    with dask.config.set(scheduler="threads"):
+        local = lmmfast.lmer("y ~ x + (1 | g) + (1 | h)", ddf)
+    np.testing.assert_array_equal(local.theta, on_cluster.theta)
+    assert local.objective == on_cluster.objective
