@@ -121,6 +121,7 @@ class LmerFit:
         never executes code, unlike pickle."""
         from ._persist import save
 
+        _require_rows(self, "save()")  # the format stores fitted values and the response
         save(self, path)
 
     # ----- prediction ----------------------------------------------------------------------

@@ -173,8 +173,9 @@ def test_inference_from_cross_products_works_and_row_methods_refuse(small_batche
     np.testing.assert_allclose(got.refit_ml().objective, ref.refit_ml().objective, rtol=1e-10)
     a, b = got.coef_table("satterthwaite"), ref.coef_table("satterthwaite")
     np.testing.assert_allclose(a["df"], b["df"], rtol=1e-4)
-    for call in (lambda: got.refit(np.ones(got.nobs)), got.simulate,
-                 lambda: got.coef_table("kenward-roger")):  # fmt: skip
+    calls = (lambda: got.refit(np.ones(got.nobs)), got.simulate,
+             lambda: got.coef_table("kenward-roger"), lambda: got.save("never.npz"))  # fmt: skip
+    for call in calls:
         with pytest.raises(lmmfast.DataError, match="needs the rows in memory"):
             call()
     import pickle
