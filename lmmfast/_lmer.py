@@ -24,9 +24,11 @@ from ._optimize import bobyqa, check_optimum, lbfgs
 from ._pls import ProfiledDeviance
 from ._rank import independent_columns
 from ._result import LmerFit, TermInfo
+from ._sources.batched import StreamFrame
 from ._sources.crossprod import RowData
 from ._sources.formula import parse_formula
 from ._sources.frame import ModelFrame, build_frame
+from ._sources.sources import batched_source, stream_frame
 from ._stored import StoredObjective
 
 
@@ -53,9 +55,12 @@ def lmer(
         ``(x | g)``, ``(x || g)`` (uncorrelated), ``(1 | a/b)`` (nested), ``(1 | a:b)``
         and any number of crossed terms; the fixed part follows R's formula rules
         (treatment contrasts, interactions, ``I(x^2)``, ``factor(x)``, ``offset(z)``).
-    data : pandas.DataFrame
+    data : a data frame, a Dask DataFrame, a pyarrow.dataset.Dataset or a Parquet path
+        pandas (also with Arrow dtypes), polars (DataFrame, LazyFrame), pyarrow (Table,
+        RecordBatch), a dict of columns; or, for data larger than memory, a Dask DataFrame
+        (the pass runs on the workers) or Parquet files (streamed batch by batch).
         Rows with a missing value in any variable used are dropped (lme4's na.omit);
-        the number is kept in ``fit.n_dropped_rows``.  The DataFrame is not modified.
+        the number is kept in ``fit.n_dropped_rows``.  The data are not modified.
     REML : bool
         Restricted maximum likelihood (default, as lme4) or maximum likelihood.
     weights, offset : column name or array of length len(data), optional
@@ -83,8 +88,17 @@ def lmer(
         raise ArgumentError(
             f"contrasts must be a dict such as {{'recipe': 'sum'}}, not {type(contrasts).__name__}"
         )
-    frame = build_frame(parsed, data, weights, offset, contrasts)
-    if np.ptp(frame.y) == 0:
+    source = batched_source(data)
+    if source is not None:  # Dask, Parquet: the pass runs batch by batch (or on the workers)
+        if contrasts:
+            raise ArgumentError(
+                "contrasts= is not available for Parquet or Dask data; code the factor as "
+                "numeric columns first, or fit the data in memory"
+            )
+        frame = stream_frame(parsed, source, weights, offset)
+    else:
+        frame = build_frame(parsed, data, weights, offset, contrasts)
+    if frame.y is not None and np.ptp(frame.y) == 0:
         raise DataError(
             f"response {parsed.response!r} is constant (zero variance); there is nothing to model"
         )
@@ -158,9 +172,13 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer, like=None) -> L
     optimizer: a Control (or an optimizer's name); like: the factorization of a fit of the
     same design, whose structure is reused."""
     control = optimizer if isinstance(optimizer, Control) else Control(optimizer=optimizer)
-    y = frame.y if frame.offset is None else frame.y - frame.offset
-    rows = RowData(frame.terms, frame.Xcols, frame.xnames, y)
-    cp = rows.cross_products(frame.weights)
+    if isinstance(frame, StreamFrame):  # a batched source: its pass has run already
+        rows, cp, ldW = frame, frame.cp, frame.ldW
+    else:
+        y = frame.y if frame.offset is None else frame.y - frame.offset
+        rows = RowData(frame.terms, frame.Xcols, frame.xnames, y)
+        cp = rows.cross_products(frame.weights)
+        ldW = 0.0 if frame.weights is None else float(np.sum(np.log(frame.weights)))
     _check_term_columns(frame.terms, cp)
     keep = independent_columns(cp.XtXy[:-1, :-1])
     dropped = [name for j, name in enumerate(frame.xnames) if j not in set(keep)]
@@ -173,7 +191,6 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer, like=None) -> L
                 stacklevel=3,
             )
         cp = cp.select(keep)
-    ldW = 0.0 if frame.weights is None else float(np.sum(np.log(frame.weights)))
     dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW, like=like)
     opt = _minimize(dev, control)
     fit = _package(formula, REML, frame, rows, keep, dev, opt, dropped, None)

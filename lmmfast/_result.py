@@ -11,13 +11,31 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from ._errors import ArgumentError, NeedsDataError
+from ._errors import ArgumentError, DataError, NeedsDataError
 from ._optimize import OptSummary
+from ._sources.batched import StreamFrame
 
 if TYPE_CHECKING:
     from ._present.summary import LmerSummary
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
+
+
+def _require_rows(fit, what: str) -> None:
+    """A typed error where a method needs the rows in memory and the fit streamed them."""
+    if fit._streamed:
+        raise DataError(
+            f"{what} needs the rows in memory; this fit streamed them (Parquet or Dask). Fit "
+            "the data in memory (a pandas or polars frame) to use it"
+        )
+
+
+def _require_source(fit, what: str) -> None:
+    if fit._frame is None:
+        raise DataError(
+            f"{what} of a Parquet or Dask fit streams its rows again, which a pickled or loaded "
+            "fit no longer has; call it on the fit lmer() returned"
+        )
 
 
 def _blockdiag_stack(blocks: list[np.ndarray]) -> np.ndarray:
@@ -141,6 +159,7 @@ class LmerFit:
         never executes code, unlike pickle."""
         from ._persist import save
 
+        _require_rows(self, "save()")  # the format stores fitted values and the response
         save(self, path)
 
     # ----- prediction ----------------------------------------------------------------------
@@ -156,7 +175,11 @@ class LmerFit:
         Rows with missing values predict NaN.
         """
         from ._predict import predict
+        from ._sources.lazy import lazy_predict
 
+        lazy = lazy_predict(self, newdata, re_form, allow_new_levels)
+        if lazy is not None:  # a Dask or Parquet fit, or Dask newdata: computed by the source
+            return lazy
         if newdata is None and re_form is not None and self._rows is None:
             from ._predict import _selected_terms
 
@@ -189,6 +212,7 @@ class LmerFit:
         """The same model fitted to another response (one value per row used), reusing the
         grouping structure and CHOLMOD's analysis: the fast path for bootstrap and power.
         A loaded or unpickled fit needs `data`, the rows it was fitted to."""
+        _require_rows(self, "refit()")
         src = self._with_data(data, "refit()")
         from dataclasses import replace
 
@@ -210,6 +234,7 @@ class LmerFit:
         """Responses simulated from the fitted model (lme4's simulate()): new random effects
         b ~ N(0, sigma^2 Lambda Lambda') and errors e ~ N(0, sigma^2 / w); columns sim_1..
         A loaded or unpickled fit needs `data`, the rows it was fitted to."""
+        _require_rows(self, "simulate()")
         src = self._with_data(data, "simulate()")
         rng = np.random.default_rng(seed)
         out = {}
@@ -238,6 +263,7 @@ class LmerFit:
         if str(ddf).lower().replace("_", "-") in ("kenward-roger", "kr"):
             from ._inference.kenward_roger import kenward_roger_table
 
+            _require_rows(self, "Kenward-Roger df")
             return kenward_roger_table(self._with_data(data, "Kenward-Roger df"))
         raise ArgumentError(f"ddf must be None, 'satterthwaite' or 'kenward-roger', not {ddf!r}")
 
@@ -430,8 +456,14 @@ class LmerFit:
         return pd.Series(ints["vcov"].to_numpy() / total, index=ints["grp"].to_numpy(), name="ICC")
 
     # ----- fitted values and residuals ----------------------------------------------------
-    def fitted(self) -> pd.Series:
-        """Conditional fitted values X beta + Z b (+ offset), indexed as the rows used."""
+    def fitted(self, out=None) -> pd.Series:
+        """Conditional fitted values X beta + Z b (+ offset), indexed as the rows used.
+
+        A fit of a Dask DataFrame gives a lazy Dask Series; of Parquet data, the values
+        computed by streaming the rows again, or written to the Parquet file `out`."""
+        if self._streamed:  # a batched source: from its rows
+            _require_source(self, "fitted()")
+            return self._frame.values(self, "fitted", out=out)
         self._need_fitted()
         return pd.Series(self.fitted_values, index=self.row_index, name="fitted")
 
@@ -447,16 +479,22 @@ class LmerFit:
         return self._rows.fitted(self._keep, self.beta, zeros, self._offset)
 
     def residuals(
-        self, type: str = "response", scaled: bool = False, marginal: bool = False
+        self, type: str = "response", scaled: bool = False, marginal: bool = False, out=None
     ) -> pd.Series:
         """Residuals, as lme4's residuals(fit, type, scaled).
 
         type "response": y - fitted; "pearson": sqrt(w) (y - fitted).  scaled: divided by
         sigma.  marginal=True gives y - X beta (the marginal residuals, with the random
-        effects not subtracted) instead of the conditional y - X beta - Z b.
+        effects not subtracted) instead of the conditional y - X beta - Z b.  Dask and
+        Parquet fits: as fitted() (lazy, streamed, or written to `out`).
         """
         if type not in ("response", "pearson"):
             raise ArgumentError(f"type must be 'response' or 'pearson', not {type!r}")
+        if self._streamed:  # a batched source (as fitted)
+            from ._sources.lazy import lazy_residuals
+
+            _require_source(self, "residuals()")
+            return lazy_residuals(self, type, scaled, marginal, out)
         self._need_fitted()
         fit = self.fitted_marginal if marginal else self.fitted_values
         r = self.response - fit
@@ -465,6 +503,11 @@ class LmerFit:
         if scaled:
             r = r / self.sigma
         return pd.Series(r, index=self.row_index, name="residuals")
+
+    @property
+    def _streamed(self) -> bool:
+        """Fitted to a batched source (Parquet, Dask): the rows are read again when needed."""
+        return isinstance(self._frame, StreamFrame)
 
     def _need_fitted(self) -> None:
         if self.fitted_values is None:

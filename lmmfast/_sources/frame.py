@@ -15,6 +15,7 @@ import pandas as pd
 
 from .._errors import DataError, MissingColumnError
 from .._terms import ReTerm, check_term, encode_groups
+from .dataframes import as_pandas
 from .design import Design, build_design, evaluate_vector, variables_of
 from .formula import ParsedFormula
 from .rexpr import is_constant_name, parse
@@ -119,16 +120,9 @@ def lme4_order(terms: list[ReTerm]) -> list[ReTerm]:
 
 
 def _as_frame(data) -> pd.DataFrame:
-    if isinstance(data, pd.DataFrame):
-        if data.columns.duplicated().any():
-            dup = data.columns[data.columns.duplicated()].unique().tolist()
-            raise DataError(f"the data have duplicate column names {dup}; rename them")
-        return data
-    if isinstance(data, dict):
-        return pd.DataFrame(data, copy=False)  # the arrays themselves, not copies
-    raise DataError(
-        f"data must be a pandas DataFrame or a dict of columns, not {type(data).__name__}"
-    )
+    """pandas, polars, pyarrow, narwhals frames or a dict of columns, as pandas (no copies of
+    numeric columns where the layout allows; see dataframes.py)."""
+    return as_pandas(data)
 
 
 def _used_columns(parsed: ParsedFormula, data: pd.DataFrame, weights, offset) -> list[str]:
