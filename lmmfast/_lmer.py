@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 
 from ._errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
+from ._factor.krylov import report as krylov_report
 from ._optimize import bobyqa, check_optimum, lbfgs
 from ._pls import ProfiledDeviance
 from ._rank import independent_columns
@@ -22,11 +23,13 @@ class RankDeficiencyWarning(UserWarning):
 
 
 OPTIMIZERS = ("auto", "lbfgs", "bobyqa")
+METHODS = ("auto", "exact", "krylov")
 
 
 def lmer(
-    formula: str, data, REML: bool = True, weights=None, offset=None, optimizer: str = "auto"
-) -> LmerFit:
+    formula: str, data, REML: bool = True, weights=None, offset=None, optimizer: str = "auto",
+    method: str = "auto",
+) -> LmerFit:  # fmt: skip
     """Fit a linear mixed model, as lme4's ``lmer``.
 
     Parameters
@@ -46,6 +49,12 @@ def lmer(
     optimizer : {"auto", "lbfgs", "bobyqa"}
         "auto" (default) uses L-BFGS-B with the analytic gradient where it is available (one
         grouping factor) and BOBYQA (lme4's default) otherwise or if L-BFGS-B fails.
+    method : {"auto", "exact", "krylov"}
+        "krylov": for crossed scalar terms, the iterative method (conjugate gradients and
+        stochastic Lanczos quadrature; never forms the dense Schur complement), with its
+        error estimate in ``fit.optsummary.krylov``; "exact": never it; "auto" (default):
+        Krylov where the exact crossed factor would not fit in memory or exceed the time
+        budget (see README, "Crossed at any size").
 
     Returns
     -------
@@ -53,6 +62,8 @@ def lmer(
     """
     if optimizer not in OPTIMIZERS:
         raise ArgumentError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+    if method not in METHODS:
+        raise ArgumentError(f"method must be one of {METHODS}, not {method!r}")
     data_name = _caller_name(data)
     parsed = parse_formula(formula)
     frame = build_frame(parsed, data, weights, offset)
@@ -60,14 +71,16 @@ def lmer(
         raise DataError(
             f"response {parsed.response!r} is constant (zero variance); there is nothing to model"
         )
-    fit = _fit(parsed.formula, frame, REML, optimizer)
+    fit = _fit(parsed.formula, frame, REML, optimizer, method=method)
     fit.data_name = data_name
     fit.weights_name = _arg_name(weights)
     fit.offset_name = _arg_name(offset)
     return fit
 
 
-def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None) -> LmerFit:
+def _fit(
+    formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None, method="auto"
+) -> LmerFit:
     """Build the objective from the model frame, optimize it, package the result.
 
     like: the factorization of a fit of the same design, whose structure is reused."""
@@ -87,12 +100,15 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
             )
         cp = cp.select(keep)
     ldW = 0.0 if frame.weights is None else float(np.sum(np.log(frame.weights)))
-    dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW, like=like)
+    dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW, like=like, method=method)
     theta0 = np.concatenate([t.theta_init() for t in frame.terms])
     lower = np.concatenate([t.theta_lower() for t in frame.terms])
     # optimize over eta = theta / scale: columns of extreme scale (1e12, 1e-12) get O(1)
     # coordinates; ordinary columns keep scale 1, so lme4's path is unchanged for them
     scale = _theta_scale(frame.terms, cp, frame.n)
+    krylov = dev.factorization == "krylov"
+    if krylov:  # start from moment estimates (scalar terms: theta is one entry per term)
+        theta0 = dev.factor.moment_start() / scale
 
     def f(eta):
         return dev(eta * scale)
@@ -116,6 +132,8 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
             opt = polished
         doubtful = opt.converged and check_optimum(f, opt)
     opt.to_theta_scale(scale)
+    if krylov:
+        opt.krylov = krylov_report(dev, opt)
     if doubtful:
         warnings.warn(
             f"the optimizer stopped where a Newton step would still lower the objective by "

@@ -50,6 +50,7 @@ class OptSummary:
     ftol_abs: float = 0.0
     xtol_abs: float = 1e-9
     maxeval: int = 100_000
+    krylov: object = None  # method="krylov": its error report (lmmfast._factor.krylov)
 
     def to_theta_scale(self, scale: np.ndarray) -> None:
         """The optimizer worked in eta = theta / scale: express the record in theta."""
