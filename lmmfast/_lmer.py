@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 
 from ._errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
+from ._factor.krylov import check_optimum as krylov_check
 from ._factor.krylov import report as krylov_report
 from ._optimize import bobyqa, check_optimum, lbfgs
 from ._pls import ProfiledDeviance
@@ -122,7 +123,10 @@ def _fit(
         opt = lbfgs(fg, theta0, lower)
     if opt is None or (optimizer == "auto" and not opt.converged):
         opt = bobyqa(f, theta0 if opt is None else opt.theta, lower)
-    doubtful = opt.converged and check_optimum(f, opt)
+    if krylov:  # the Hessian from differences of the gradient: fewer evaluations
+        doubtful = opt.converged and krylov_check(fg, opt)
+    else:
+        doubtful = opt.converged and check_optimum(f, opt)
     if doubtful and optimizer == "auto" and opt.optimizer == "L-BFGS-B":
         # L-BFGS-B can stop on a stalled line search with the slope still large (seen on a
         # badly scaled model): polish from there with BOBYQA and keep the better optimum

@@ -17,6 +17,8 @@ depend on scheduling.  unit: every count is 1 (distinct pairs, no weights); data
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t
 
+DEF KB = 8
+
 
 def schur_apply(
     const int64_t[::1] indptr,
@@ -98,24 +100,43 @@ cdef void _sweep(
     Py_ssize_t r0,
     Py_ssize_t r1,
 ) noexcept nogil:
-    """acc[:m] := sum over rows i in [r0, r1) of N_i' s_i N_i (c * V); acc[m] scratch."""
-    cdef Py_ssize_t m = V.shape[0], k = V.shape[1], i, e, j, a
-    cdef double w
-    for j in range(m + 1):
-        for a in range(k):
-            acc[j, a] = 0.0
+    """acc := sum over rows i in [r0, r1) of N_i' s_i N_i (c * V) (rows m and up unused)."""
+    cdef Py_ssize_t m = V.shape[0], k = V.shape[1], i, e, j, a, e0, e1
+    cdef Py_ssize_t b, kb
+    cdef double w, t
+    cdef double[KB] tl
+    cdef double* A = &acc[0, 0]
+    cdef const double* Vp = &V[0, 0]
+    cdef const double* Vj
+    cdef double* Aj
+    for j in range((m + 1) * k):
+        A[j] = 0.0
     for i in range(r0, r1):
-        for a in range(k):
-            acc[m, a] = 0.0
-        for e in range(indptr[i], indptr[i + 1]):
-            j = indices[e]
-            w = c[j] if unit else c[j] * data[e]
-            for a in range(k):
-                acc[m, a] += w * V[j, a]
-        for a in range(k):
-            acc[m, a] *= s[i]
-        for e in range(indptr[i], indptr[i + 1]):
-            j = indices[e]
-            w = 1.0 if unit else data[e]
-            for a in range(k):
-                acc[j, a] += w * acc[m, a]
+        e0 = indptr[i]
+        e1 = indptr[i + 1]
+        if k == 1:  # one vector: the row's sum in a register
+            t = 0.0
+            for e in range(e0, e1):
+                j = indices[e]
+                t = t + (c[j] if unit else c[j] * data[e]) * Vp[j]
+            t = t * s[i]
+            for e in range(e0, e1):
+                A[indices[e]] += t if unit else data[e] * t
+            continue
+        for b in range(0, k, KB):  # KB columns at a time, their sums in registers
+            kb = k - b if k - b < KB else KB
+            for a in range(KB):
+                tl[a] = 0.0
+            for e in range(e0, e1):
+                j = indices[e]
+                w = c[j] if unit else c[j] * data[e]
+                Vj = Vp + j * k + b
+                for a in range(kb):
+                    tl[a] = tl[a] + w * Vj[a]
+            for a in range(KB):
+                tl[a] = tl[a] * s[i]
+            for e in range(e0, e1):
+                w = 1.0 if unit else data[e]
+                Aj = A + indices[e] * k + b
+                for a in range(kb):
+                    Aj[a] = Aj[a] + w * tl[a]

@@ -19,8 +19,9 @@ applied, by one fused sweep over the sparse level-pair counts (src/_krylov.pyx),
   of S~ (outliers below the cluster near 1; chosen at the start, at most DEFLATE_MAX) are
   deflated: log|S~| = tr(U' log(S~) U) (Lanczos from each u, converged) +
   E[(Pz)' log(S~) (Pz)], P = I - UU'.  Unbiased for any orthonormal U; U only lowers the
-  variance.  Each probe's Lanczos runs until its Gauss quadrature value settles
-  (LANCZOS_TOL);
+  variance.  Each probe's Lanczos tridiagonal comes from the coefficients of CG on
+  S~ x = Pz (run to CG_TOL with the [X y] right-hand sides, one block sweep per step),
+  whose solutions the gradient needs too;
 - the gradient: 2/theta_i (l_i - tr_i(A^{-1})) for the log-determinant, with the traces of
   S^{-1} against each term's block by the same probes (the deflated part exactly; the
   identity part of S~^{-1} as a control variate), and the penalized RSS and REML parts from
@@ -42,6 +43,7 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator
 from .. import _krylov
 from .._errors import ArgumentError, DataError
 from .._memory import HEADROOM, available_bytes
+from .._optimize import DECREMENT_TOL
 from .._sources.crossprod import CrossProducts
 from .._terms import ReTerm
 
@@ -49,8 +51,7 @@ NPROBES = 16
 SEED = 20261201
 CG_TOL = 1e-10  # relative residual of each right-hand side
 CG_MAXITER = 1000
-LANCZOS_TOL = 1e-10  # change of a probe's Gauss quadrature value, relative to m
-LANCZOS_MAXSTEPS = 60
+PROBE_TOL = 1e-8  # the same for the deflation vectors and probes (quadrature and gradient)
 DEFLATE_MAX = 4
 DEFLATE_BELOW = 0.5  # deflate eigenvalues of S~ below this fraction of the next computed one
 # the automatic choice: the exact dense Schur complement would need more memory than is
@@ -139,6 +140,7 @@ class KrylovFactor:
         self.nprobes, self.seed = nprobes, seed
         self.Z = _rademacher(self.m, nprobes, seed)
         self.ndefl = None  # chosen at the first update
+        self._last = None
         self.stats = {"evaluations": 0, "cg": 0, "lanczos": 0, "eig": 0}
         self._work = {}
 
@@ -164,8 +166,11 @@ class KrylovFactor:
 
     # ----- update -------------------------------------------------------------------------
     def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
-        self.stats["evaluations"] += 1
         th = np.array([T[0, 0] for T in Ts])
+        key = (th.tobytes(), self.seed)
+        if self._last is not None and self._last[0] == key:  # the same point again
+            return self._last[1]
+        self.stats["evaluations"] += 1
         self.theta = th
         t1 = th[0]
         c = th[self.col_term]
@@ -188,49 +193,78 @@ class KrylovFactor:
         w1 = g1 / self.a1[:, None]
         h = g2 - c[:, None] * (self.N.T @ (t1 * w1))
         hK = _solve_upper_right(h, self.Ucen) * self.r[:, None]
-        X, R, it = self._cg(hK)
-        self.stats["cg"] += it
-        C2K = X.T @ hK + R.T @ X
+        # one block CG: the p+1 right-hand sides, the deflation vectors U and the projected
+        # probes; CG's coefficients give each column's Lanczos tridiagonal (quadrature)
+        U = self._deflation()
+        Zp = self.Z - U @ (U.T @ self.Z)
+        p1, nd = hK.shape[1], U.shape[1]
+        tol = np.r_[np.full(p1, CG_TOL), np.full(nd + self.nprobes, PROBE_TOL)]
+        X, T, its = self._cg(np.hstack([hK, U, Zp]), tol)
+        R = hK - self._S(X[:, :p1])  # the true residual, for the certified bound
+        self.stats["cg"] += int(its[:p1].max())
+        self.stats["lanczos"] += int(its[p1:].max(initial=0))
+        XK = X[:, :p1]
+        C2K = XK.T @ hK + R.T @ XK
         C2K = 0.5 * (C2K + C2K.T)
         C = g1.T @ w1 + self.Ucen.T @ C2K @ self.Ucen
-        self._XK, self._RK = X, R
-        self.V2 = self.r[:, None] * (X @ self.Ucen)  # S^{-1} h in the original basis
+        self._RK = R
+        self.U, self.Zp = U, Zp
+        self.XU, self.XZ = X[:, p1 : p1 + nd], X[:, p1 + nd :]
+        self.V2 = self.r[:, None] * (XK @ self.Ucen)  # S^{-1} h in the original basis
         self.V1 = (g1 - t1 * (self.N @ (c[:, None] * self.V2))) / self.a1[:, None]
-        ld = np.sum(np.log(self.a1)) + np.sum(np.log(M)) + self._logdet_St()
+        quad = np.array([_gauss_log(*t) for t in T[p1:]]) * np.sum(np.hstack([U, Zp]) ** 2, 0)
+        self.deflated_part = float(np.sum(quad[:nd]))
+        self.probe_values = quad[nd:]
+        ldS = self.deflated_part + float(np.mean(self.probe_values))
+        ld = np.sum(np.log(self.a1)) + np.sum(np.log(M)) + ldS
+        self._last = (key, (float(ld), C))
         return float(ld), C
 
-    def _cg(self, B: np.ndarray):
-        """Solve S~ X = B column by column (one block sweep per iteration); the true residual."""
+    def _cg(self, B: np.ndarray, tol: np.ndarray):
+        """Solve S~ X = B by CG, each column to its relative residual tol (only the columns
+        not yet converged are swept).  Returns X, each column's Lanczos tridiagonal
+        (diagonal, off-diagonal) from the CG coefficients, and its iteration count."""
+        k = B.shape[1]
         X = np.zeros_like(B)
         R = B.copy()
         P = R.copy()
         rr = np.einsum("ij,ij->j", R, R)
-        stop = (CG_TOL**2) * np.maximum(rr, 1e-300)
-        it = 0
-        while it < CG_MAXITER and np.any(rr > stop):
-            Q = self._S(P)
-            pq = np.einsum("ij,ij->j", P, Q)
-            alpha = np.where(pq > 0, rr / np.where(pq > 0, pq, 1.0), 0.0)
-            X += alpha * P
-            R -= alpha * Q
-            rr_new = np.einsum("ij,ij->j", R, R)
-            beta = np.where(rr > 0, rr_new / np.where(rr > 0, rr, 1.0), 0.0)
-            P = R + beta * P
-            rr = rr_new
-            it += 1
-        R = B - self._S(X)
-        return X, R, it
+        stop = tol**2 * rr
+        alphas = [[] for _ in range(k)]
+        betas = [[] for _ in range(k)]
+        active = np.flatnonzero(rr > 0)
+        its = np.zeros(k, dtype=int)
+        while len(active) and its.max() < CG_MAXITER:
+            Pa = P[:, active]
+            Q = self._S(Pa)
+            pq = np.einsum("ij,ij->j", Pa, Q)
+            alpha = rr[active] / pq
+            X[:, active] += alpha * Pa
+            R[:, active] -= alpha * Q
+            rr_new = np.einsum("ij,ij->j", R[:, active], R[:, active])
+            beta = rr_new / rr[active]
+            P[:, active] = R[:, active] + beta * Pa
+            for col, a_, b_ in zip(active, alpha, beta):
+                alphas[col].append(a_)
+                betas[col].append(b_)
+            rr[active] = rr_new
+            its[active] += 1
+            active = active[rr_new > stop[active]]
+        T = [_cg_tridiagonal(np.array(a_), np.array(b_)) for a_, b_ in zip(alphas, betas)]
+        return X, T, its
 
     # ----- log-determinant ----------------------------------------------------------------
     def _deflation(self) -> np.ndarray:
-        """The smallest eigenvectors of S~ (orthonormal m x ndefl); their number is fixed at
-        the first call (eigenvalues separated from the rest), then recomputed at each theta."""
+        """The smallest eigenvectors of S~ (orthonormal m x ndefl), by ARPACK from the
+        scaled constant vector (near the outlier of crossed designs, and a fixed start,
+        so the objective does not depend on the path).  Their number is fixed at the first
+        call (the eigenvalues separated from the rest), then they are recomputed at each
+        theta: the estimate is unbiased for any orthonormal U, U only lowers its variance."""
         k = DEFLATE_MAX if self.ndefl is None else self.ndefl
         k = min(k, self.m - 2)
         if k <= 0:
             self.ndefl = 0
             return np.zeros((self.m, 0))
-        ncv = min(self.m - 1, max(2 * k + 1, 20))
         count = [0]
 
         def mv(v):
@@ -238,9 +272,11 @@ class KrylovFactor:
             return self._S(v)
 
         op = LinearOperator((self.m, self.m), matvec=mv, dtype=np.float64)
+        kk = k + (self.ndefl is None)
+        ncv = min(self.m - 1, max(2 * kk + 1, 12))
         try:
-            lam, U = eigsh(op, k=k + (self.ndefl is None), which="SA", v0=np.ones(self.m),
-                           ncv=ncv, tol=1e-8, maxiter=50)  # fmt: skip
+            lam, U = eigsh(op, k=kk, which="SA", v0=np.sqrt(self.M), ncv=ncv, tol=1e-6,
+                           maxiter=100)  # fmt: skip
         except (ArpackNoConvergence, ArpackError):
             lam, U = np.zeros(0), np.zeros((self.m, 0))
         self.stats["eig"] += count[0]
@@ -251,63 +287,13 @@ class KrylovFactor:
             self.ndefl = len(keep)
         U = U[:, : self.ndefl]
         self.lam = lam[: self.ndefl]
-        Q, _ = np.linalg.qr(U) if U.shape[1] else (U, None)
-        return Q
-
-    def _logdet_St(self) -> float:
-        U = self._deflation()
-        self.U = U
-        Zp = self.Z - U @ (U.T @ self.Z)
-        vals, steps = self._lanczos_quad(Zp)
-        self.stats["lanczos"] += steps
-        exact = 0.0
-        if U.shape[1]:
-            exact = float(np.sum(self._lanczos_quad(U)[0]))
-        self.probe_values = vals
-        self.deflated_part = exact
-        return exact + float(np.mean(vals))
-
-    def _lanczos_quad(self, V0: np.ndarray):
-        """v' log(S~) v for each column v by Lanczos quadrature (Gauss rule), to LANCZOS_TOL."""
-        nrm = np.linalg.norm(V0, axis=0)
-        k = V0.shape[1]
-        Q = V0 / np.where(nrm > 0, nrm, 1.0)
-        Qprev = np.zeros_like(Q)
-        alphas, betas = [], []
-        bprev = np.zeros(k)
-        done = nrm == 0
-        nsteps = np.zeros(k, dtype=int)
-        est = np.zeros(k)
-        tol = LANCZOS_TOL * self.m
-        j = 0
-        while j < LANCZOS_MAXSTEPS and not done.all():
-            W = self._S(Q)
-            a = np.einsum("ij,ij->j", Q, W)
-            W -= a * Q + bprev * Qprev
-            b = np.linalg.norm(W, axis=0)
-            alphas.append(a)
-            betas.append(b)
-            j += 1
-            for col in np.flatnonzero(~done):
-                new = nrm[col] ** 2 * _gauss_log(np.array(alphas)[:, col],
-                                                 np.array(betas)[:-1, col])  # fmt: skip
-                if abs(new - est[col]) <= tol or b[col] <= 1e-10 * abs(a[col]):
-                    done[col] = True
-                est[col] = new
-                nsteps[col] = j
-            Qprev, Q = Q, W / np.where(b > 0, b, 1.0)
-            bprev = b
-        return est, int(nsteps.max(initial=0))
+        return np.linalg.qr(U)[0] if U.shape[1] else U
 
     # ----- gradient -----------------------------------------------------------------------
     def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
         """d objective / d theta (scalar terms), at the last update; see the module notes."""
         th = self.theta
-        U = self.U
-        Zp = self.Z - U @ (U.T @ self.Z)
-        X, _, it = self._cg(np.hstack([U, Zp]))
-        self.stats["cg"] += it
-        XU, XZ = X[:, : U.shape[1]], X[:, U.shape[1] :]
+        U, Zp, XU, XZ = self.U, self.Zp, self.XU, self.XZ
         K = self.nprobes
         r2 = self.r**2
         # traces of S^{-1} E_k = tr(S~^{-1} r^2 E_k), rest terms k >= 1, and term 1's
@@ -461,6 +447,16 @@ def _rademacher(m: int, k: int, seed: int) -> np.ndarray:
     return rng.integers(0, 2, size=(m, k), dtype=np.int8).astype(np.float64) * 2.0 - 1.0
 
 
+def _cg_tridiagonal(alpha: np.ndarray, beta: np.ndarray):
+    """The Lanczos tridiagonal of CG's Krylov space from its step lengths alpha and
+    beta_j = |r_{j+1}|^2 / |r_j|^2 (Saad, Iterative Methods, section 6.7.3)."""
+    if not len(alpha):
+        return np.ones(1), np.zeros(0)
+    d = 1.0 / alpha
+    d[1:] += beta[:-1] / alpha[:-1]
+    return d, np.sqrt(beta[:-1]) / alpha[:-1]
+
+
 def _gauss_log(alpha: np.ndarray, beta: np.ndarray) -> float:
     """e1' log(T) e1 for the Lanczos tridiagonal T (Gauss quadrature)."""
     from scipy.linalg import eigh_tridiagonal
@@ -469,6 +465,29 @@ def _gauss_log(alpha: np.ndarray, beta: np.ndarray) -> float:
         return float(np.log(max(alpha[0], 1e-300)))
     w, V = eigh_tridiagonal(alpha, beta)
     return float(np.sum(V[0] ** 2 * np.log(np.maximum(w, 1e-300))))
+
+
+def check_optimum(fg, s) -> bool:
+    """check_optimum (lmmfast._optimize) from the gradient: g at the optimum and H by forward
+    differences of the gradient (common probes), k + 1 evaluations instead of ~k^2/2 + 2k.
+    Sets s.gradient, s.hessian, s.newton_decrement; True if the optimum is doubtful."""
+    x = s.theta
+    k = len(x)
+    h = 1e-4 * np.maximum(np.abs(x), 0.1)
+    _, g = fg(x)
+    H = np.zeros((k, k))
+    for i in range(k):
+        _, gi = fg(x + h[i] * np.eye(k)[i])
+        H[:, i] = (gi - g) / h[i]
+    s.feval += k + 1
+    s.gradient, s.hessian = g, 0.5 * (H + H.T)
+    free = ~((x <= s.lower) & (g >= 0))
+    s.newton_decrement = 0.0
+    if free.any():
+        gf, Hf = g[free], s.hessian[np.ix_(free, free)]
+        ok = np.all(np.linalg.eigvalsh(Hf) > 0)
+        s.newton_decrement = float(0.5 * gf @ np.linalg.solve(Hf, gf)) if ok else np.inf
+    return s.newton_decrement > DECREMENT_TOL
 
 
 def report(dev, opt, fresh_seed: int | None = None) -> KrylovReport:
@@ -481,12 +500,16 @@ def report(dev, opt, fresh_seed: int | None = None) -> KrylovReport:
     fit_seed = f.seed
     f.set_probes(SEED + 1 + fit_seed if fresh_seed is None else fresh_seed)
     try:
-        value, _ = dev.value_and_gradient(opt.theta)
+        dec = dev.decompose(opt.theta)
+        value = dev.objective(dec)
+        nmp = dev.n - dev.p if dev.reml else dev.n
+        RX = dec.RX
+        P = np.linalg.inv(RX.T @ RX) if len(RX) else np.zeros((0, 0))
+        f.gradient(dev.Ts(opt.theta), dec.beta, P, nmp / dec.pwrss, dev.reml)
         K = f.nprobes
         obj_se = float(np.std(f.probe_values, ddof=1) / np.sqrt(K))
         G = f.grad_probes
         covg = np.cov(G, rowvar=False, ddof=1).reshape(G.shape[1], G.shape[1]) / K
-        dec = dev.decompose(opt.theta)
         bound = f.pwrss_bound(dec.beta)
     finally:
         f.set_probes(fit_seed)
@@ -507,5 +530,5 @@ def report(dev, opt, fresh_seed: int | None = None) -> KrylovReport:
         theta_se_approx=se_approx, theta_se_stat=se_stat, pwrss_bound=bound, probes=f.nprobes,
         seed=fit_seed, deflated=int(f.ndefl or 0), evaluations=stats["evaluations"],
         cg_iterations=stats["cg"] / ev, lanczos_steps=stats["lanczos"] / ev,
-        tolerance={"cg_relative_residual": CG_TOL, "lanczos_quadrature": LANCZOS_TOL},
+        tolerance={"cg_relative_residual": CG_TOL, "probe_relative_residual": PROBE_TOL},
     )  # fmt: skip
