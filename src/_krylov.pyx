@@ -17,7 +17,8 @@ depend on scheduling.  unit: every count is 1 (distinct pairs, no weights); data
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t
 
-DEF KB = 8
+cdef enum:
+    KB = 8  # columns per block of the multi-vector sweep
 
 
 def schur_apply(
@@ -123,7 +124,8 @@ cdef void _sweep(
             for e in range(e0, e1):
                 A[indices[e]] += t if unit else data[e] * t
             continue
-        for b in range(0, k, KB):  # KB columns at a time, their sums in registers
+        b = 0
+        while b < k:  # KB columns at a time, their sums in registers
             kb = k - b if k - b < KB else KB
             for a in range(KB):
                 tl[a] = 0.0
@@ -140,3 +142,4 @@ cdef void _sweep(
                 Aj = A + indices[e] * k + b
                 for a in range(kb):
                     Aj[a] = Aj[a] + w * tl[a]
+            b += KB

@@ -158,8 +158,12 @@ def test_fit_matches_exact(pair):
     assert np.all(np.abs(fit.theta - exact.theta) < 5 * rep.theta_se_approx + 1e-6)
     assert np.all(rep.theta_se_approx < 1e-2 * rep.theta_se_stat)
     for g in ("u", "m"):
-        np.testing.assert_allclose(fit.ranef[g].to_numpy(), exact.ranef[g].to_numpy(),
-                                   rtol=1e-3, atol=1e-3 * np.abs(exact.ranef[g]).max().max())
+        np.testing.assert_allclose(
+            fit.ranef[g].to_numpy(),
+            exact.ranef[g].to_numpy(),
+            rtol=1e-3,
+            atol=1e-3 * np.abs(exact.ranef[g]).max().max(),
+        )
 
 
 def test_summary_has_one_krylov_line(pair):

@@ -130,8 +130,8 @@ class KrylovFactor:
         self.g1 = cp.ZXY[0][:, 0, :].copy()  # Z_1'W[X y], (n1, p+1)
         self.g2 = np.concatenate([z[:, 0, :] for z in cp.ZXY[1:]])  # (m, p+1)
         self.N, self.Off = _coupling(cp, self.off, self.n1, self.m)
-        self.indptr = self.N.indptr.astype(np.int64)
-        self.indices = self.N.indices.astype(np.int32)
+        self.indptr = self.N.indptr.astype(np.int64, copy=False)
+        self.indices = self.N.indices.astype(np.int32, copy=False)
         self.data = self.N.data
         self.unit = bool(np.all(self.data == 1.0))
         self.nthreads = min(2 if self.N.nnz >= PARALLEL_NNZ else 1, os.cpu_count() or 1)
