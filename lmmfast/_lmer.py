@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 
 from ._errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
+from ._factor.krylov import LBFGS_OPTIONS as KRYLOV_LBFGS
 from ._factor.krylov import check_optimum as krylov_check
 from ._factor.krylov import report as krylov_report
 from ._optimize import bobyqa, check_optimum, lbfgs
@@ -120,7 +121,7 @@ def _fit(
 
     opt = None
     if optimizer in ("auto", "lbfgs") and dev.has_gradient:
-        opt = lbfgs(fg, theta0, lower)
+        opt = lbfgs(fg, theta0, lower, **(KRYLOV_LBFGS if krylov else {}))
     if opt is None or (optimizer == "auto" and not opt.converged):
         opt = bobyqa(f, theta0 if opt is None else opt.theta, lower)
     if krylov:  # the Hessian from differences of the gradient: fewer evaluations

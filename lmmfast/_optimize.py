@@ -93,8 +93,9 @@ def bobyqa(f, theta0: np.ndarray, lower: np.ndarray, **tol) -> OptSummary:
     return s
 
 
-def lbfgs(fg, theta0: np.ndarray, lower: np.ndarray) -> OptSummary:
-    """Minimize with value and gradient fg(theta) -> (f, g), theta >= lower."""
+def lbfgs(fg, theta0: np.ndarray, lower: np.ndarray, **options) -> OptSummary:
+    """Minimize with value and gradient fg(theta) -> (f, g), theta >= lower (options:
+    scipy's L-BFGS-B options over the defaults below; method="krylov" sets its own)."""
     s = OptSummary("L-BFGS-B", np.array(theta0, dtype=float), np.array(lower, dtype=float))
     best = {"f": np.inf, "x": s.theta0.copy()}
     scale = [1.0]
@@ -115,7 +116,8 @@ def lbfgs(fg, theta0: np.ndarray, lower: np.ndarray) -> OptSummary:
         for _ in range(4):  # a start, and up to 3 restarts away from a false boundary stop
             r = minimize(
                 objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 1000, "maxfun": s.maxeval},
+                options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 1000, "maxfun": s.maxeval,
+                         **options},
             )  # fmt: skip
             s.message = str(r.message)
             # a line search that cannot improve at the precision floor is an optimum too

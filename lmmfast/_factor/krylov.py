@@ -59,6 +59,9 @@ DEFLATE_BELOW = 0.5  # deflate further Ritz values below this fraction of their 
 EXACT_FLOPS = 2e10
 EXACT_EVALS = 40
 EXACT_BUDGET_S = 120.0
+# L-BFGS-B: the probes' gradient is not exactly the derivative of their objective, so near
+# the optimum (theta within ~1e-6 relative) line searches fail; stop them early
+LBFGS_OPTIONS = {"ftol": 1e-11, "gtol": 1e-7, "maxls": 6}
 PARALLEL_NNZ = 200_000  # below this many level pairs, one thread
 
 
