@@ -17,11 +17,12 @@ applied, by one fused sweep over the sparse level-pair counts (src/_krylov.pyx),
   Lanczos quadrature with fixed seeded Rademacher probes (common random numbers: the
   objective is a deterministic function of theta).  The few outlying eigen-directions U
   of S~ (below the cluster near 1: each later term's mean direction, plus up to
-  DEFLATE_MAX more if the first evaluation's Ritz values show them) are deflated: log|S~| = tr(U' log(S~) U) (Lanczos from each u, converged) +
-  E[(Pz)' log(S~) (Pz)], P = I - UU'.  Unbiased for any orthonormal U; U only lowers the
-  variance.  Each probe's Lanczos tridiagonal comes from the coefficients of CG on
-  S~ x = Pz (run to CG_TOL with the [X y] right-hand sides, one block sweep per step),
-  whose solutions the gradient needs too;
+  DEFLATE_MAX more if the first evaluation's Ritz values show them) are deflated:
+  log|S~| = tr(U' log(S~) U) (Lanczos from each u, converged) + E[(Pz)' log(S~) (Pz)],
+  P = I - UU'.  Unbiased for any orthonormal U; U only lowers the variance.  Each
+  probe's Lanczos tridiagonal comes from the coefficients of CG on S~ x = Pz (to
+  PROBE_TOL, in one block CG with the [X y] right-hand sides, one sweep per step), whose
+  solutions the gradient needs too;
 - the gradient: 2/theta_i (l_i - tr_i(A^{-1})) for the log-determinant, with the traces of
   S^{-1} against each term's block by the same probes (the deflated part exactly; the
   identity part of S~^{-1} as a control variate), and the penalized RSS and REML parts from
