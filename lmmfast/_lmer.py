@@ -20,6 +20,9 @@ from ._errors import (
     FormulaError,
     SingularFitWarning,
 )
+from ._factor.krylov import LBFGS_OPTIONS as KRYLOV_LBFGS
+from ._factor.krylov import check_optimum as krylov_check
+from ._factor.krylov import report as krylov_report
 from ._optimize import bobyqa, check_optimum, lbfgs
 from ._pls import ProfiledDeviance
 from ._rank import independent_columns
@@ -36,6 +39,9 @@ class RankDeficiencyWarning(UserWarning):
     """Fixed-effects columns were dropped because X is rank deficient."""
 
 
+METHODS = ("auto", "exact", "krylov")
+
+
 def lmer(
     formula: str,
     data: Any,
@@ -45,6 +51,7 @@ def lmer(
     optimizer: str = "auto",
     control: Control | None = None,
     contrasts: dict | None = None,
+    method: str = "auto",
 ) -> LmerFit:
     """Fit a linear mixed model, as lme4's ``lmer``.
 
@@ -75,6 +82,12 @@ def lmer(
         The coding of fixed-effect factors, as lme4's ``contrasts=``: ``{"recipe": "sum"}``;
         one of "treatment" (the default; ordered factors: "poly"), "sum", "helmert", "poly",
         "SAS", also spelled "contr.sum" etc.  Column names are R's (``recipe1`` for sum).
+    method : {"auto", "exact", "krylov"}
+        "krylov": for crossed scalar terms, the iterative method (conjugate gradients and
+        stochastic Lanczos quadrature; never forms the dense Schur complement), with its
+        error estimate in ``fit.optsummary.krylov``; "exact": never it; "auto" (default):
+        Krylov where the exact crossed factor would not fit in memory or exceed the time
+        budget (see README, "Crossed at any size").
 
     Returns
     -------
@@ -82,6 +95,8 @@ def lmer(
     """
     control = _control_of(optimizer, control)
     _check_arguments(formula, REML, weights, offset)
+    if method not in METHODS:
+        raise ArgumentError(f"method must be one of {METHODS}, not {method!r}")
     data_name = _caller_name(data)
     parsed = parse_formula(formula)
     if contrasts is not None and not isinstance(contrasts, dict):
@@ -103,7 +118,7 @@ def lmer(
             f"response {parsed.response!r} is constant (zero variance); there is nothing to model"
         )
     _warn_duplicate_terms(frame.terms)
-    fit = _fit(parsed.formula, frame, bool(REML), control)
+    fit = _fit(parsed.formula, frame, bool(REML), control, method=method)
     fit.data_name = data_name
     fit.weights_name = _arg_name(weights)
     fit.offset_name = _arg_name(offset)
@@ -166,7 +181,9 @@ def _warn_duplicate_terms(terms) -> None:
         seen.add(key)
 
 
-def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer, like=None) -> LmerFit:
+def _fit(
+    formula: str, frame: ModelFrame, REML: bool, optimizer, like=None, method: str = "auto"
+) -> LmerFit:
     """Build the objective from the model frame, optimize it, package the result.
 
     optimizer: a Control (or an optimizer's name); like: the factorization of a fit of the
@@ -191,7 +208,7 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer, like=None) -> L
                 stacklevel=3,
             )
         cp = cp.select(keep)
-    dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW, like=like)
+    dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW, like=like, method=method)
     opt = _minimize(dev, control)
     fit = _package(formula, REML, frame, rows, keep, dev, opt, dropped, None)
     if fit.is_singular and like is None:
@@ -213,6 +230,9 @@ def _minimize(dev: ProfiledDeviance, control: Control):
     # optimize over eta = theta / scale: columns of extreme scale (1e12, 1e-12) get O(1)
     # coordinates; ordinary columns keep scale 1, so lme4's path is unchanged for them
     scale = _theta_scale(terms, cp, dev.n)
+    krylov = dev.factorization == "krylov"
+    if krylov:  # start from moment estimates (scalar terms: theta is one entry per term)
+        theta0 = dev.factor.moment_start() / scale
 
     def f(eta):
         return dev(eta * scale)
@@ -225,10 +245,13 @@ def _minimize(dev: ProfiledDeviance, control: Control):
     f_traced, fg_traced = traced(f, verbose, scale), traced(fg, verbose, scale)
     opt = None
     if optimizer in ("auto", "lbfgs") and dev.has_gradient:
-        opt = lbfgs(fg_traced, theta0, lower, control.maxeval)
+        opt = lbfgs(fg_traced, theta0, lower, control.maxeval, **(KRYLOV_LBFGS if krylov else {}))
     if opt is None or (optimizer == "auto" and not opt.converged):
         opt = bobyqa(f_traced, theta0 if opt is None else opt.theta, lower, **control.tolerances)
-    doubtful = opt.converged and check_optimum(f, opt)
+    if krylov:  # the Hessian from differences of the gradient: fewer evaluations
+        doubtful = opt.converged and krylov_check(fg, opt)
+    else:
+        doubtful = opt.converged and check_optimum(f, opt)
     if doubtful and optimizer == "auto" and opt.optimizer == "L-BFGS-B":
         # L-BFGS-B can stop on a stalled line search with the slope still large (seen on a
         # badly scaled model): polish from there with BOBYQA and keep the better optimum
@@ -238,6 +261,8 @@ def _minimize(dev: ProfiledDeviance, control: Control):
             opt = polished
         doubtful = opt.converged and check_optimum(f, opt)
     opt.to_theta_scale(scale)
+    if krylov:
+        opt.krylov = krylov_report(dev, opt)
     logger.info(
         "%s: objective %.10g after %d evaluations (%s), theta %s",
         opt.optimizer, opt.fmin, opt.feval, opt.message or "done", np.array2string(opt.theta),

@@ -51,6 +51,7 @@ class OptSummary:
     xtol_abs: float = 1e-9
     maxeval: int = 100_000
     xtol_rel: float = 0.0
+    krylov: object = None  # method="krylov": its error report (lmmfast._factor.krylov)
 
     def to_theta_scale(self, scale: np.ndarray) -> None:
         """The optimizer worked in eta = theta / scale: express the record in theta."""
@@ -94,8 +95,11 @@ def bobyqa(f, theta0: np.ndarray, lower: np.ndarray, **tol) -> OptSummary:
     return s
 
 
-def lbfgs(fg, theta0: np.ndarray, lower: np.ndarray, maxeval: int = 100_000) -> OptSummary:
-    """Minimize with value and gradient fg(theta) -> (f, g), theta >= lower."""
+def lbfgs(
+    fg, theta0: np.ndarray, lower: np.ndarray, maxeval: int = 100_000, **options
+) -> OptSummary:
+    """Minimize with value and gradient fg(theta) -> (f, g), theta >= lower (options:
+    scipy's L-BFGS-B options over the defaults below; method="krylov" sets its own)."""
     s = OptSummary(
         "L-BFGS-B", np.array(theta0, dtype=float), np.array(lower, dtype=float), maxeval=maxeval
     )
@@ -118,7 +122,8 @@ def lbfgs(fg, theta0: np.ndarray, lower: np.ndarray, maxeval: int = 100_000) -> 
         for _ in range(4):  # a start, and up to 3 restarts away from a false boundary stop
             r = minimize(
                 objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 1000, "maxfun": s.maxeval},
+                options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 1000, "maxfun": s.maxeval,
+                         **options},
             )  # fmt: skip
             s.message = str(r.message)
             # a line search that cannot improve at the precision floor is an optimum too

@@ -29,8 +29,10 @@ import numpy as np
 from ._errors import DataError
 from ._factor import blocked as _blocked
 from ._factor import crossed as _crossed
+from ._factor import krylov as _krylov
 from ._factor.blocked import BlockedFactor, ClusteredFactor, is_block_diagonal, nesting_maps
 from ._factor.crossed import CrossedFactor
+from ._factor.krylov import KrylovFactor
 from ._factor.sparse import SparseFactor
 from ._sources.crossprod import CrossProducts
 from ._terms import ReTerm
@@ -66,12 +68,15 @@ class ProfiledDeviance:
         ldW: float,
         like=None,
         factor=None,
+        method: str = "auto",
     ):
         self.terms, self.n, self.reml, self.ldW, self.cp = terms, n, reml, ldW, cp
         self.p = cp.XtXy.shape[0] - 1
         self.XtXy = cp.XtXy
         # factor: one built by the caller (a fit rebuilt from its stored cross-products)
-        self.factor = factor if factor is not None else _choose_factorization(cp, terms, like)
+        self.factor = (
+            factor if factor is not None else _choose_factorization(cp, terms, like, method)
+        )
         cuts = np.cumsum([0] + [t.ntheta for t in terms])
         self.slices = [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
         self.nevals = 0
@@ -128,11 +133,18 @@ class ProfiledDeviance:
         return float(np.sqrt(dec.pwrss / (self.n - self.p if self.reml else self.n)))
 
 
-def _choose_factorization(cp: CrossProducts, terms: list[ReTerm], like=None):
+def _choose_factorization(cp: CrossProducts, terms: list[ReTerm], like=None, method="auto"):
     """One grouping factor: per-level blocks; nested factors with small clusters: per-cluster
     blocks; crossed factors whose smaller factors have few effects: blocked with a dense
     Schur complement; anything else: CHOLMOD.  `like`: a factorization of the same design
-    (a refit with another response), whose choice and CHOLMOD analysis are reused."""
+    (a refit with another response), whose choice and CHOLMOD analysis are reused.
+    method "krylov" (or "auto" where the exact crossed factor would be too large or too
+    slow, see _factor/krylov.py): the iterative method; "exact": never it."""
+    if method == "krylov" or isinstance(like, KrylovFactor):
+        return KrylovFactor(cp, terms)
+    if method == "auto" and _krylov.supports(terms) and _krylov.exact_too_costly(terms):
+        if nesting_maps(terms) is None:
+            return KrylovFactor(cp, terms)
     if isinstance(like, SparseFactor):
         return SparseFactor(cp, terms, analysis=like.chol)
     if is_block_diagonal(terms):

@@ -90,12 +90,15 @@ class LmerSummary:
 
     def _criterion(self) -> str:
         fit = self.fit
+        krylov = getattr(fit.optsummary, "krylov", None)  # method="krylov": its error line
+        extra = "" if krylov is None else "\n" + krylov.line()
         if fit.reml:
-            return f"REML criterion at convergence: {format_num(round(fit.objective, 1))[0]}"
+            crit = f"REML criterion at convergence: {format_num(round(fit.objective, 1))[0]}"
+            return crit + extra
         names = ["AIC", "BIC", "logLik", "deviance", "df.resid"]
         vals = [fit.aic, fit.bic, fit.loglik, fit.objective, fit.df_resid]
         cells = [format_num(round(v, 1))[0] for v in vals]
-        return "\n".join(line for line in self._vector(names, cells))
+        return "\n".join(line for line in self._vector(names, cells)) + extra
 
     def _residuals(self) -> str:
         q = np.quantile(self.fit.scaled_residuals, [0, 0.25, 0.5, 0.75, 1])
