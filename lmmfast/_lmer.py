@@ -15,6 +15,7 @@ from ._result import LmerFit, TermInfo
 from ._sources.crossprod import RowData
 from ._sources.formula import parse_formula
 from ._sources.frame import ModelFrame, build_frame
+from ._threads import fit_threads
 
 
 class RankDeficiencyWarning(UserWarning):
@@ -68,6 +69,12 @@ def lmer(
 
 
 def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None) -> LmerFit:
+    """_fit_threads under the fit's thread rule (lmmfast/_threads.py)."""
+    with fit_threads(frame.terms, len(frame.xnames)):
+        return _fit_threads(formula, frame, REML, optimizer, like)
+
+
+def _fit_threads(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None):
     """Build the objective from the model frame, optimize it, package the result.
 
     like: the factorization of a fit of the same design, whose structure is reused."""

@@ -7,15 +7,12 @@ machinery: the common case (students in schools, patients over time) and the fas
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .. import _blockdiag
 from .._sources.crossprod import CrossProducts, _sum_chunks
 from .._terms import ReTerm
-
-PARALLEL_LEVELS = 20_000  # below this, one thread
+from .._threads import PARALLEL_LEVELS, kernel_threads
 
 
 def is_block_diagonal(terms: list[ReTerm]) -> bool:
@@ -45,7 +42,7 @@ class BlockedFactor:
         self.ZXY = np.ascontiguousarray(np.concatenate(cp.ZXY, axis=1))
         self.L = np.zeros((nlev, Q, Q))
         self.cu = np.empty((nlev, Q, p1))
-        self.threads = min(2 if nlev >= PARALLEL_LEVELS else 1, os.cpu_count() or 1)
+        self.threads = kernel_threads(nlev, PARALLEL_LEVELS)
         self._C = np.empty((self.threads, p1, p1))
         self._ld = np.empty(self.threads)
 

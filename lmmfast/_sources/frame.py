@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 
 from .._errors import DataError, MissingColumnError
 from .._terms import ReTerm, check_term, encode_groups
 from .formula import ParsedFormula
+from .sparse_columns import SPARSE_COLUMNS, SparseColumns
 
 _BRACKET = re.compile(r"\[(?:T\.)?([^\]]*)\]")
 
@@ -65,7 +67,7 @@ def build_frame(parsed: ParsedFormula, data, weights=None, offset=None) -> Model
             f"{', '.join(map(repr, used))}; check those columns"
         )
     y = _response(parsed.response, frame)
-    Xcols, xnames, fixed_spec = _model_columns(parsed.fixed, frame, parsed.formula)
+    Xcols, xnames, fixed_spec = _model_columns(parsed.fixed, frame, parsed.formula, sparse=True)
     n = len(frame)
     if w_arr is not None:
         w_arr = w_arr[keep]
@@ -224,11 +226,13 @@ def _term(rt, frame: pd.DataFrame, formula: str) -> ReTerm:
     return ReTerm(rt.label, cnames, codes, labels, order, Zcols, spec, tuple(rt.factors))
 
 
-def _model_columns(expr: str, frame: pd.DataFrame, formula: str):
+def _model_columns(expr: str, frame: pd.DataFrame, formula: str, sparse: bool = False):
     """The model columns of a formula's right-hand side: (columns, names, spec).
 
     A plain sum of numeric columns (with or without intercept, the common case) is read
-    straight from the data, without copies; anything else goes through formulaic.
+    straight from the data, without copies; anything else goes through formulaic.  With
+    `sparse` (the fixed part), a design of SPARSE_COLUMNS or more columns (factors with
+    many levels) is built sparse and returned as SparseColumns.
     """
     n = len(frame)
     simple = _plain_columns(expr, frame)
@@ -239,6 +243,8 @@ def _model_columns(expr: str, frame: pd.DataFrame, formula: str):
         if intercept:
             cols.insert(0, np.broadcast_to(np.float64(1.0), (n,)))  # all ones, not allocated
         return cols, (["(Intercept)"] if intercept else []) + names, ("columns", intercept, names)
+    if sparse and _estimated_columns(expr, frame) >= SPARSE_COLUMNS:
+        return _sparse_model_columns(expr, frame, formula)
     _check_design_memory(expr, frame)
     try:
         mm = model_matrix(expr, frame, na_action="raise")
@@ -248,6 +254,18 @@ def _model_columns(expr: str, frame: pd.DataFrame, formula: str):
     names = [_r_name(c, formula) for c in mm.columns]
     cols = [M[:, j] for j in range(M.shape[1])]
     _check_finite(cols, names)
+    return cols, names, mm.model_spec
+
+
+def _sparse_model_columns(expr: str, frame: pd.DataFrame, formula: str):
+    _check_design_memory(expr, frame, sparse=True)
+    try:
+        mm = model_matrix(expr, frame, na_action="raise", output="sparse")
+    except Exception as e:  # formulaic's errors, as in _model_columns
+        raise DataError(f"cannot evaluate {expr!r} on the data: {e}") from None
+    cols = SparseColumns(mm)
+    names = [_r_name(c, formula) for c in mm.model_spec.column_names]
+    _report_infinite(~cols.all_finite(), names)
     return cols, names, mm.model_spec
 
 
@@ -261,7 +279,8 @@ def evaluate_columns(spec, data: pd.DataFrame) -> list[np.ndarray]:
         cols = [data[c].to_numpy(dtype=np.float64) for c in names]
         return ([np.broadcast_to(np.float64(1.0), (len(data),))] if intercept else []) + cols
     try:
-        M = np.asfortranarray(spec.get_model_matrix(data, na_action="ignore").to_numpy(float))
+        mm = spec.get_model_matrix(data, na_action="ignore")
+        M = np.asfortranarray(mm.toarray() if sp.issparse(mm) else mm.to_numpy(float))
     except Exception as e:  # formulaic: a missing column, an unknown level, ...
         missing = [v for v in spec.required_variables if v not in data.columns]
         if missing:
@@ -282,11 +301,24 @@ def group_labels(data: pd.DataFrame, factors: tuple) -> np.ndarray:
     return out
 
 
-def _check_design_memory(expr: str, frame: pd.DataFrame) -> None:
+def _check_design_memory(expr: str, frame: pd.DataFrame, sparse: bool = False) -> None:
     """A categorical variable with many levels makes a dense n x levels matrix: estimate it
-    (and formulaic's copy) before it is built."""
+    (and formulaic's copy) before it is built.  Sparse: the dense p x p cross-products and
+    factors (about four of them) instead of the n x p matrix."""
     from .._memory import check_allocation
 
+    ncol = _estimated_columns(expr, frame)
+    nbytes = 4 * 8 * ncol**2 if sparse else 3 * 8 * len(frame) * ncol
+    check_allocation(
+        nbytes, f"the model matrix of {expr!r} ({len(frame)} rows x ~{ncol} "
+        "columns)", "A categorical variable with this many levels belongs in a random-effects "
+        "term, e.g. (1 | variable), not in the fixed effects.",
+    )  # fmt: skip
+
+
+def _estimated_columns(expr: str, frame: pd.DataFrame) -> int:
+    """Columns of expr's model matrix, roughly: 1 + levels of each categorical variable + 1
+    per numeric one (interactions not counted)."""
     ncol = 1
     for v in _variables(expr, frame):
         col = frame[v]
@@ -294,11 +326,7 @@ def _check_design_memory(expr: str, frame: pd.DataFrame) -> None:
             ncol += col.nunique()
         else:
             ncol += 1
-    check_allocation(
-        3 * 8 * len(frame) * ncol, f"the model matrix of {expr!r} ({len(frame)} rows x ~{ncol} "
-        "columns)", "A categorical variable with this many levels belongs in a random-effects "
-        "term, e.g. (1 | variable), not in the fixed effects.",
-    )  # fmt: skip
+    return ncol
 
 
 def _plain_columns(expr: str, frame: pd.DataFrame):
@@ -324,7 +352,10 @@ _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 
 
 def _check_finite(cols: list[np.ndarray], names: list[str]) -> None:
-    bad = [not np.isfinite(c).all() for c in cols]
+    _report_infinite([not np.isfinite(c).all() for c in cols], names)
+
+
+def _report_infinite(bad, names: list[str]) -> None:
     if any(bad):
         cols = [n for n, b in zip(names, bad) if b]
         raise DataError(
