@@ -83,7 +83,8 @@ def _fit_threads(formula: str, frame: ModelFrame, REML: bool, optimizer: str, li
     cp = rows.cross_products(frame.weights)
     _check_term_columns(frame.terms, cp)
     keep = independent_columns(cp.XtXy[:-1, :-1])
-    dropped = [name for j, name in enumerate(frame.xnames) if j not in set(keep)]
+    kept = set(keep.tolist())
+    dropped = [name for j, name in enumerate(frame.xnames) if j not in kept]
     if dropped:
         if like is None:  # a refit has said so already
             warnings.warn(
