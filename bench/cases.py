@@ -139,6 +139,7 @@ CASES += (
         False,
         f"the kb07 design with 300 subjects x 200 items, 60,000 rows; {_MAXIMAL}; ML",
         load_peers=False,
+        timeouts={"lmmfast": 400, "lme4": 400, "mixedlm": 400},
     ),
     Case(
         "chem97",
@@ -168,6 +169,7 @@ CASES += (
         factors=("g",),
         issue8=True,
         load_peers=False,
+        skip=("lme4", "mixedlm"),
         note="simulated: 200k rows, a 2,000-level fixed factor g (p = 2,001), random intercept "
         "for h (200 levels)",
     ),
