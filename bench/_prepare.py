@@ -2,9 +2,9 @@
 
     python bench/_prepare.py NAME SOURCE [--csv]
 
-SOURCE is as in cases.Case.source.  Files already there are kept (the generators are
-seeded, so a cached file is the same data).  Run by run.py in its own process, so that
-run.py never holds the data itself.
+SOURCE is as in cases.Case.source ("rdata:package:name": exported from R by Rscript).
+Files already there are kept (the generators are seeded, so a cached file is the same
+data).  Run by run.py in its own process, so that run.py never holds the data itself.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -31,12 +32,30 @@ def make_frame(source: str) -> pd.DataFrame:
         if not path.exists():
             shutil.copyfile(SHARED_INSTEVAL.parent / arg, path)
         return pd.read_csv(path)
+    if kind == "rdata":
+        return r_dataset(arg)
     sizes = [int(v) for v in arg.split(",")]
     if kind == "slope":
         return gen.slope(*sizes)
     if kind == "crossed":
         return gen.crossed(*sizes)
+    if kind == "kb07":
+        return gen.kb07(*sizes)
+    if kind == "fixedfactor":
+        return gen.fixed_factor(*sizes)
     raise ValueError(f"unknown data source {source!r}")
+
+
+def r_dataset(spec: str) -> pd.DataFrame:
+    """An R package's data set ("mlmRev:Chem97"), exported once by Rscript to a CSV."""
+    package, name = spec.split(":")
+    path = DATA / f"{name}.r.csv"
+    if not path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        code = f"data({name}, package = '{package}'); write.csv({name}, '{tmp}', row.names = FALSE)"
+        subprocess.run(["Rscript", "-e", code], check=True)
+        os.replace(tmp, path)
+    return pd.read_csv(path)
 
 
 def write_atomic(path: Path, writer) -> None:

@@ -117,8 +117,36 @@ def n_runs(rec) -> int:
     return len(times) if isinstance(times, list) else 1
 
 
+LOAD_HEADER = " under load s | lmmfast / peer under load |"
+LOAD_RULE = "--:|--:|"
+
+
 def table(results) -> str:
-    return "\n".join([HEADER, RULE] + [row(r, results) for r in results])
+    """The results table; with load columns where a run under load (--load) is present."""
+    if not any("load" in r for r in results):
+        return "\n".join([HEADER, RULE] + [row(r, results) for r in results])
+    lines = [HEADER + LOAD_HEADER, RULE + LOAD_RULE]
+    for r in results:
+        lines.append(row(r, results) + " " + " | ".join(load_cells(r, results)) + " |")
+    return "\n".join(lines)
+
+
+def load_cells(r, results) -> list[str]:
+    """Under load: the mean of the two concurrent runners' median fit times, and lmmfast's
+    time under load over the peer's under load."""
+    load = r.get("load")
+    if not load:
+        return ["", ""]
+    if load["status"] != "ok":
+        return [cell(load["error"])[:60], ""]
+    if r["system"] == "lmmfast":
+        return [fmt_time(load["time"]), "—"]
+    mine = next(
+        (x.get("load") for x in results if x["case"] == r["case"] and x["system"] == "lmmfast"),
+        None,
+    )
+    ratio = fmt_ratio(mine["time"] / load["time"]) if mine and mine["status"] == "ok" else ""
+    return [fmt_time(load["time"]), ratio]
 
 
 def details(r) -> list[str]:

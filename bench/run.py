@@ -1,8 +1,8 @@
 """Benchmark lmmfast against lme4 (R), mixedlm and statsmodels; write the table to README.md.
 
-    python bench/run.py [--quick] [--cases a,b] [--repeats N] [--budget S]
+    python bench/run.py [--quick | --new] [--cases a,b] [--repeats N] [--budget S]
                         [--no-lme4] [--no-mixedlm] [--no-statsmodels] [--no-skip]
-                        [--no-readme] [--scaling]
+                        [--load] [--no-readme] [--scaling]
 
 Each system fits each case in its own subprocess (bench/_<system>_runner.py or
 bench/lme4_runner.R) on the same cached data file; the runner times the lmer call on
@@ -14,6 +14,7 @@ and never holds the data: a child started with vfork inherits its parent's peak 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -39,6 +40,10 @@ SKIP_WHY = "skipped by default (minutes); --no-skip runs it"
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the small cases only")
+    ap.add_argument("--new", action="store_true", help="issue 8's cases only (with --load)")
+    ap.add_argument(
+        "--load", action="store_true", help="also time two fits at once (two processes)"
+    )
     ap.add_argument("--cases", default="", help="comma-separated case names")
     ap.add_argument("--repeats", type=int, default=3, help="fits per system (median reported)")
     ap.add_argument(
@@ -52,7 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-skip", action="store_true", help="also run the default-skipped peers")
     ap.add_argument("--no-readme", action="store_true", help="do not write bench/README.md")
     ap.add_argument("--scaling", action="store_true", help="lmmfast per-evaluation scaling")
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    a.load = a.load or a.new
+    return a
 
 
 def selected_cases(a) -> list[Case]:
@@ -62,6 +69,8 @@ def selected_cases(a) -> list[Case]:
         if unknown:
             sys.exit(f"unknown case(s) {unknown}; known: {', '.join(cases)}")
         return [cases[c] for c in a.cases.split(",")]
+    if a.new:
+        return [c for c in CASES if c.issue8]
     return [c for c in CASES if c.quick or not a.quick]
 
 
@@ -98,30 +107,53 @@ def command(system: str, case: Case, a) -> list[str]:
 
 def measured(cmd: list[str], timeout: float) -> dict:
     """Run cmd; its exit status, stdout, stderr, peak RSS (MB, from wait4) and timeout flag."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, start_new_session=True)
-        t0, timed_out = time.monotonic(), False
-        while True:
-            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - t0 > timeout:
-                os.killpg(p.pid, signal.SIGKILL)  # the runner's own process group
-                pid, status, usage = os.wait4(p.pid, 0)
-                timed_out = True
-                break
+    return measured_together(cmd, timeout, copies=1)[0]
+
+
+def measured_together(cmd: list[str], timeout: float, copies: int) -> list[dict]:
+    """Run `copies` instances of cmd at the same time; measured() of each."""
+    with contextlib.ExitStack() as stack:
+        files = [
+            (
+                stack.enter_context(tempfile.TemporaryFile()),
+                stack.enter_context(tempfile.TemporaryFile()),
+            )
+            for _ in range(copies)
+        ]
+        procs = [
+            subprocess.Popen(cmd, stdout=o, stderr=e, cwd=ROOT, start_new_session=True)
+            for o, e in files
+        ]
+        t0 = time.monotonic()
+        done: dict[int, tuple] = {}
+        while len(done) < copies:
+            for k, p in enumerate(procs):
+                if k in done:
+                    continue
+                pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    done[k] = (status, usage, False, time.monotonic() - t0)
+                elif time.monotonic() - t0 > timeout:
+                    os.killpg(p.pid, signal.SIGKILL)  # the runner's own process group
+                    pid, status, usage = os.wait4(p.pid, 0)
+                    done[k] = (status, usage, True, time.monotonic() - t0)
             time.sleep(0.05)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return {
-            "rc": p.returncode,
-            "stdout": out.read().decode(errors="replace"),
-            "stderr": err.read().decode(errors="replace"),
-            "peak_mb": usage.ru_maxrss / 1024.0,  # KiB on Linux
-            "timed_out": timed_out,
-            "wall_s": time.monotonic() - t0,
-        }
+        out = []
+        for k, (o, e) in enumerate(files):
+            status, usage, timed_out, wall = done[k]
+            o.seek(0)
+            e.seek(0)
+            out.append(
+                {
+                    "rc": os.waitstatus_to_exitcode(status),
+                    "stdout": o.read().decode(errors="replace"),
+                    "stderr": e.read().decode(errors="replace"),
+                    "peak_mb": usage.ru_maxrss / 1024.0,  # KiB on Linux
+                    "timed_out": timed_out,
+                    "wall_s": wall,
+                }
+            )
+        return out
 
 
 def last_json(text: str):
@@ -155,13 +187,34 @@ def run_one(system: str, case: Case, a) -> dict:
         result.update(status=status, error=failure_reason(m, timeout))
     else:
         result.update(status="ok", error="")
+    if a.load and (system == "lmmfast" or case.load_peers) and result["status"] == "ok":
+        result["load"] = under_load(system, case, a, timeout)
     return result
+
+
+def under_load(system: str, case: Case, a, timeout: float) -> dict:
+    """The same runner twice at once: each one's median fit time, and their mean."""
+    runs = measured_together(command(system, case, a), timeout, copies=2)
+    recs = [last_json(m["stdout"]) if m["rc"] == 0 else None for m in runs]
+    if any(r is None or "time" not in r for r in recs):
+        bad = next(m for m, r in zip(runs, recs) if r is None or "time" not in r)
+        return {"status": "failed", "error": failure_reason(bad, timeout)}
+    times = [r["time"] for r in recs]
+    return {"status": "ok", "times": times, "time": sum(times) / len(times),
+            "objectives": [r["objective"] for r in recs]}  # fmt: skip
 
 
 def progress(r: dict) -> None:
     rec = r["rec"] or {}
     if r["status"] == "ok":
         what = f"{rec['time']:.3f} s  obj {rec['objective']:.6f}  evals {rec.get('evals')}"
+        load = r.get("load")
+        if load:
+            what += (
+                f"  under load {load['time']:.3f} s"
+                if load["status"] == "ok"
+                else "  load run failed"
+            )
     else:
         what = f"{r['status']}: {r['error']}"
     print(f"  {r['system']:<12} {what}  peak {r['peak_mb']:.0f} MB", flush=True)
@@ -212,6 +265,8 @@ def header(info: dict, results: list[dict], argv: list[str], started: str) -> st
     return "\n".join(
         [
             f"- Command: `{' '.join(['python bench/run.py', *argv])}`, started {started}.",
+            f"- Load average (1 min) when the table was made: {os.getloadavg()[0]:.2f}: the "
+            "machine's other jobs ran beside the benchmark.",
             f"- Machine: {info.get('nproc', '?')} CPUs ({info.get('cpu', '?')}), "
             f"{info.get('mem_gib', '?')} GiB memory, load average at start "
             f"{info.get('loadavg', float('nan')):.2f}.",
@@ -244,7 +299,7 @@ def suite(a, argv) -> None:
     )
     print("\n" + body)
     if not a.no_readme:
-        _report.replace_block(README, "results", body)
+        _report.replace_block(README, "issue8" if a.new else "results", body)
         print(f"\nwritten to {README}")
 
 

@@ -33,6 +33,7 @@ from ._sources.formula import parse_formula
 from ._sources.frame import ModelFrame, build_frame
 from ._sources.sources import batched_source, stream_frame
 from ._stored import StoredObjective
+from ._threads import fit_threads
 
 
 class RankDeficiencyWarning(UserWarning):
@@ -184,6 +185,14 @@ def _warn_duplicate_terms(terms) -> None:
 def _fit(
     formula: str, frame: ModelFrame, REML: bool, optimizer, like=None, method: str = "auto"
 ) -> LmerFit:
+    """_fit_threads under the fit's thread rule (lmmfast/_threads.py)."""
+    with fit_threads(frame.terms, len(frame.xnames)):
+        return _fit_threads(formula, frame, REML, optimizer, like, method)
+
+
+def _fit_threads(
+    formula: str, frame: ModelFrame, REML: bool, optimizer, like=None, method: str = "auto"
+) -> LmerFit:
     """Build the objective from the model frame, optimize it, package the result.
 
     optimizer: a Control (or an optimizer's name); like: the factorization of a fit of the
@@ -198,7 +207,8 @@ def _fit(
         ldW = 0.0 if frame.weights is None else float(np.sum(np.log(frame.weights)))
     _check_term_columns(frame.terms, cp)
     keep = independent_columns(cp.XtXy[:-1, :-1])
-    dropped = [name for j, name in enumerate(frame.xnames) if j not in set(keep)]
+    kept = set(keep.tolist())
+    dropped = [name for j, name in enumerate(frame.xnames) if j not in kept]
     if dropped:
         if like is None:  # a refit has said so already
             warnings.warn(

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from ._errors import DataError
 from ._factor import blocked as _blocked
@@ -53,7 +54,9 @@ class Decomposition:
 
     @property
     def beta(self) -> np.ndarray:
-        return np.linalg.solve(self.RX, self.R[:-1, -1]) if len(self.R) > 1 else np.zeros(0)
+        if len(self.R) == 1:
+            return np.zeros(0)
+        return solve_triangular(self.RX, self.R[:-1, -1], check_finite=False)
 
 
 class ProfiledDeviance:
@@ -112,10 +115,12 @@ class ProfiledDeviance:
         dec = self.decompose(theta)
         nmp = self.n - self.p if self.reml else self.n
         RX = dec.RX
+        Ts = self.Ts(np.asarray(theta, dtype=np.float64))
+        if getattr(self.factor, "wide", False):  # many fixed effects: R_X, not its p x p inverse
+            grad = self.factor.gradient(Ts, dec.beta, None, nmp / dec.pwrss, self.reml, RX=RX)
+            return self.objective(dec), grad
         P = np.linalg.inv(RX.T @ RX) if len(RX) else np.zeros((0, 0))
-        grad = self.factor.gradient(
-            self.Ts(np.asarray(theta, dtype=np.float64)), dec.beta, P, nmp / dec.pwrss, self.reml
-        )
+        grad = self.factor.gradient(Ts, dec.beta, P, nmp / dec.pwrss, self.reml)
         return self.objective(dec), grad
 
     def objective(self, dec: Decomposition) -> float:

@@ -7,15 +7,13 @@ machinery: the common case (students in schools, patients over time) and the fas
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+from scipy.linalg import blas, solve_triangular
 
 from .. import _blockdiag
 from .._sources.crossprod import CrossProducts, _sum_chunks
 from .._terms import ReTerm
-
-PARALLEL_LEVELS = 20_000  # below this, one thread
+from .._threads import PARALLEL_LEVELS, kernel_threads
 
 
 def is_block_diagonal(terms: list[ReTerm]) -> bool:
@@ -45,9 +43,16 @@ class BlockedFactor:
         self.ZXY = np.ascontiguousarray(np.concatenate(cp.ZXY, axis=1))
         self.L = np.zeros((nlev, Q, Q))
         self.cu = np.empty((nlev, Q, p1))
-        self.threads = min(2 if nlev >= PARALLEL_LEVELS else 1, os.cpu_count() or 1)
+        self.threads = kernel_threads(nlev, PARALLEL_LEVELS)
         self._C = np.empty((self.threads, p1, p1))
         self._ld = np.empty(self.threads)
+        # many fixed effects (a factor with many levels): the kernel does the blocks and y,
+        # BLAS the p-wide part (R_ZX and R_ZX'R_ZX: nlev Q p^2 flops at BLAS speed)
+        self.wide = p1 > WIDE_X
+        if self.wide:
+            self._ZY = np.ascontiguousarray(self.ZXY[:, :, -1:])
+            self._cuy = np.empty((nlev, Q, 1))
+            self._C = np.empty((self.threads, 1, 1))
 
     def _cols(self, k: int) -> slice:
         return slice(int(self.qoff[k]), int(self.qoff[k + 1]))
@@ -64,30 +69,58 @@ class BlockedFactor:
     def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
         """Refactor for the terms' T; return log|L|^2 and M'(Lambda'Z'WZ Lambda + I)^{-1}M."""
         T = self._T(Ts)
-        ok = _blockdiag.update(
-            T, self.B, self.ZXY, self.L, self.cu, self._C, self._ld, self.threads
-        )
+        ZXY, cu = (self._ZY, self._cuy) if self.wide else (self.ZXY, self.cu)
+        ok = _blockdiag.update(T, self.B, ZXY, self.L, cu, self._C, self._ld, self.threads)
         if not ok:
             raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
+        if self.wide:
+            return float(_sum_chunks(self._ld)), self._wide_update(T)
         C = _sum_chunks(self._C)
         return float(_sum_chunks(self._ld)), np.tril(C) + np.tril(C, -1).T
 
-    def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
-        """d objective / d theta at the last update (see src/_blockdiag.pyx, gradient)."""
+    def _wide_update(self, T: np.ndarray) -> np.ndarray:
+        """cu_j = L_j^{-1} T' ZXY_j for all levels at once, and C = sum_j cu_j'cu_j (dsyrk)."""
+        LinvTt = np.linalg.solve(np.tril(self.L), np.broadcast_to(T.T, self.L.shape))
+        np.matmul(LinvTt, self.ZXY, out=self.cu)
+        cu2 = self.cu.reshape(-1, self.cu.shape[2])
+        C = blas.dsyrk(1.0, cu2, trans=1, lower=1)  # the lower half; the upper is zero
+        C += C.T
+        C[np.diag_indices_from(C)] *= 0.5  # exact
+        return C
+
+    def gradient(self, Ts, beta, P, scale: float, reml: bool, RX=None) -> np.ndarray:
+        """d objective / d theta at the last update (see src/_blockdiag.pyx, gradient).
+
+        P = (R_X'R_X)^{-1}; for a wide X the caller may pass P=None and R_X instead: the
+        REML part is then T'H_j R_X^{-1} R_X^{-T} H_j' by one triangular solve (BLAS)."""
         T = self._T(Ts)
         Q, p = T.shape[0], len(beta)
         F = np.empty((self.threads, Q, Q))
-        work = np.zeros((self.threads, 3 + 2 * p, Q))
+        by_rx = P is None
+        work = np.zeros((self.threads, 3 + (0 if by_rx else 2 * p), Q))
         _blockdiag.gradient(
             T, self.B, self.ZXY, self.L, self.cu, np.ascontiguousarray(beta, dtype=float),
-            np.ascontiguousarray(P), scale, reml, F, work, self.threads,
+            np.zeros((0, 0)) if by_rx else np.ascontiguousarray(P), scale, reml and not by_rx,
+            F, work, self.threads,
         )  # fmt: skip
         F = _sum_chunks(F)
+        if reml and by_rx and p:
+            F -= 2.0 * T.T @ self._reml_HPH(T, RX)
         out = []
         for k, t in enumerate(self.terms):  # theta at T_t[a, b] (a >= b), column-major
             o = int(self.qoff[k])
             out += [F[o + b, o + a] for b in range(t.q) for a in range(b, t.q)]
         return np.array(out)
+
+    def _reml_HPH(self, T: np.ndarray, RX: np.ndarray) -> np.ndarray:
+        """sum_j H_j P H_j' with H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj and P = (R_X'R_X)^{-1}."""
+        nlev, Q, p1 = self.cu.shape
+        Lt = np.triu(self.L.transpose(0, 2, 1))
+        V = np.linalg.solve(Lt, self.cu[:, :, :-1])  # L_j'^{-1} c_Xj
+        H = self.ZXY[:, :, :-1] - self.B @ (T @ V)
+        G = solve_triangular(RX, H.reshape(-1, p1 - 1).T, trans="T", check_finite=False)
+        G = G.T.reshape(nlev, Q, p1 - 1)  # H_j R_X^{-1}
+        return np.einsum("jap,jbp->ab", G, G)
 
     def inverse_blocks(self) -> list[np.ndarray]:
         """Diagonal blocks of A^{-1} = (Lambda'Z'WZ Lambda + I)^{-1} per term, (l, q, q)."""
@@ -102,6 +135,8 @@ class BlockedFactor:
         u = np.linalg.solve(Lt, rhs[:, :, None])[:, :, 0]
         return [u[:, self._cols(k)] for k in range(len(self.terms))]
 
+
+WIDE_X = 64  # [X y] with more columns than this: its dense part by BLAS (see update)
 
 MAX_CLUSTER = (
     64  # larger clusters are factored by CHOLMOD, whose ordering exploits their inner sparsity

@@ -6,7 +6,6 @@ evaluation of the objective afterwards reads these blocks only.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +13,8 @@ import pandas as pd
 
 from .. import _assemble
 from .._terms import ReTerm
+from .._threads import PARALLEL_ROWS, kernel_threads
+from .sparse_columns import SparseColumns, term_matrix
 
 
 @dataclass(eq=False)
@@ -41,9 +42,6 @@ class CrossProducts:
         )
 
 
-PARALLEL_ROWS = 200_000  # below this, one thread: the split costs more than it saves
-
-
 class RowData:
     """What the passes over the rows read: level codes, level-pair numbers and the columns
     (the caller's own arrays where possible), planned once per fit."""
@@ -64,13 +62,17 @@ class RowData:
         self.qs = np.array([t.q for t in terms], dtype=np.int64)
         self.zoff = np.concatenate([[0], np.cumsum(self.qs)[:-1]]).astype(np.int64)
         cols = _Columns(self.n)
-        self.xcol = np.array([cols.index(x, nm) for x, nm in zip(Xcols, xnames)], dtype=np.int64)
+        # a sparse X (many-level factors) is multiplied by scipy; the kernel reads y and Z only
+        self.Xs = Xcols.matrix if isinstance(Xcols, SparseColumns) else None
+        dense_x = [] if self.Xs is not None else list(zip(Xcols, xnames))
+        self.xcol = np.array([cols.index(x, nm) for x, nm in dense_x], dtype=np.int64)
         self.ycol = cols.index(y, None)
+        self.y = y
         self.zcol = np.array(
             [cols.index(z, nm) for t in terms for z, nm in zip(t.Zcols, t.cnames)], dtype=np.int64
         )
         self.cols = cols.arrays
-        self.threads = min(2 if self.n >= PARALLEL_ROWS else 1, os.cpu_count() or 1)
+        self.threads = kernel_threads(self.n, PARALLEL_ROWS)
 
     def cross_products(self, w: np.ndarray | None) -> CrossProducts:
         """One pass over the rows: D, the term pairs, ZXY and XtXy."""
@@ -100,11 +102,33 @@ class RowData:
         pairs = [
             TermPair(t, u, lv, o) for (t, u), lv, o in zip(self.pair_terms, self.pair_levels, Os)
         ]
+        if self.Xs is not None:
+            Xs, XtXy = self._with_sparse_x(w, Xs, XtXy)
         return CrossProducts(Ds, pairs, Xs, XtXy)
+
+    def _with_sparse_x(self, w, Zy: list[np.ndarray], yty: np.ndarray):
+        """Add the sparse X's blocks to the kernel's y-only ones: X'WX, X'Wy, Z_t'WX."""
+        X = self.Xs
+        y = self.y
+        WX = X if w is None else (X.multiply(np.asarray(w, dtype=np.float64)[:, None])).tocsc()
+        p = X.shape[1]
+        XtXy = np.empty((p + 1, p + 1))
+        XtXy[:p, :p] = (X.T @ WX).toarray()
+        XtXy[:p, p] = XtXy[p, :p] = WX.T @ y
+        XtXy[p, p] = yty[0, 0]
+        ZXY = []
+        for t, zy in zip(self.terms, Zy):
+            Zt = term_matrix(t.codes, t.Zcols, t.q, t.nlevels)
+            ZX = np.asarray((Zt.T @ WX).todense()).reshape(t.nlevels, t.q, p)
+            ZXY.append(np.concatenate([ZX, zy], axis=2))
+        return ZXY, XtXy
 
     def fitted(self, keep: np.ndarray, beta: np.ndarray, b: list[np.ndarray], offset) -> np.ndarray:
         """One more pass: X beta + Z b (+ offset), X restricted to the kept columns."""
         out = np.zeros(self.n) if offset is None else np.array(offset, dtype=np.float64)
+        if self.Xs is not None:  # X beta by scipy; the kernel adds Z b
+            out += self.Xs[:, keep] @ beta
+            keep, beta = keep[:0], beta[:0]
         flat = np.concatenate([bt.ravel() for bt in b])
         boff = np.concatenate([[0], np.cumsum([bt.size for bt in b])[:-1]]).astype(np.int64)
         _assemble.fitted(
