@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from ._errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
-from ._optimize import bobyqa, check_optimum, lbfgs
+from ._optimize import minimize_theta
 from ._pls import ProfiledDeviance
 from ._rank import independent_columns
 from ._result import LmerFit, TermInfo
@@ -101,20 +101,8 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
         v, g = dev.value_and_gradient(eta * scale)
         return v, g * scale
 
-    opt = None
-    if optimizer in ("auto", "lbfgs") and dev.has_gradient:
-        opt = lbfgs(fg, theta0, lower)
-    if opt is None or (optimizer == "auto" and not opt.converged):
-        opt = bobyqa(f, theta0 if opt is None else opt.theta, lower)
-    doubtful = opt.converged and check_optimum(f, opt)
-    if doubtful and optimizer == "auto" and opt.optimizer == "L-BFGS-B":
-        # L-BFGS-B can stop on a stalled line search with the slope still large (seen on a
-        # badly scaled model): polish from there with BOBYQA and keep the better optimum
-        polished = bobyqa(f, opt.theta, lower)
-        polished.feval += opt.feval
-        if polished.fmin <= opt.fmin:
-            opt = polished
-        doubtful = opt.converged and check_optimum(f, opt)
+    grad = fg if dev.has_gradient else None
+    opt, doubtful = minimize_theta(f, grad, theta0, lower, [t.q for t in frame.terms], optimizer)
     opt.to_theta_scale(scale)
     if doubtful:
         warnings.warn(
