@@ -195,9 +195,11 @@ NESTED_FORMULAS = [
 @pytest.mark.parametrize("layout", ["nested", "cholmod"])
 def test_nested_gradient_matches_finite_differences(formula, reml, layout, monkeypatch):
     from lmmfast._factor import blocked as _blocked
+    from lmmfast._factor import crossed as _crossed
 
     if layout == "cholmod":
         monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)
+        monkeypatch.setattr(_crossed, "MAX_DENSE", 0)
     df = _slopes_data(6)
     frame = build_frame(parse_formula(formula), df, weights="wt")
     cp = cross_products(frame.terms, frame.X, frame.y, frame.weights)
