@@ -20,6 +20,7 @@ from lmmfast._pls import ProfiledDeviance
 from lmmfast._sources.crossprod import RowData
 from lmmfast._sources.formula import parse_formula
 from lmmfast._sources.frame import build_frame
+from threadpoolctl import threadpool_limits
 
 DATA = Path(__file__).parents[1] / "tests" / "reference" / "crossed_slopes" / "data" / "kb07.csv"
 FORMULA = "rt ~ 1 + s*p*l + (1+s+p+l|subj) + (1+s+p+l|item)"
@@ -43,6 +44,7 @@ def _time(f, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(n: int = 50) -> None:
+    threadpool_limits(1, user_api="blas")  # as in a fit (lmmfast/_optimize.py)
     dev = _objective(reml=False)
     theta = np.abs(np.concatenate([t.theta_init() for t in dev.terms]))
     theta += 0.1 * np.random.default_rng(1).uniform(size=len(theta))

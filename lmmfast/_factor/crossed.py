@@ -107,6 +107,7 @@ class CrossedFactor:
         self.a22_idx = np.concatenate(self._a22_idx)
         self.qvalues = np.unique(self.qe)  # the widths of the coupling blocks
         self.diag_idx = np.arange(self.m) * (self.m + 1)
+        self._S = np.empty((self.m, self.m))  # the Schur complement, refilled per theta
         N1 = t1.nlevels * t1.q
         filled = sum(len(pr.levels) * pr.O.shape[1] * pr.O.shape[2] for pr in cp.pairs if pr.t == 0)
         self.dense = self.m * N1 <= DENSE_L21 and filled >= DENSE_FILL * self.m * N1
@@ -136,7 +137,8 @@ class CrossedFactor:
         T1 = np.ascontiguousarray(Ts[0])
         _blockdiag.update(T1, self.D1, self.ZXY1, self.L11, self.c1, self._C1, self._ld1)
         ld1 = float(self._ld1[0])
-        S = np.zeros((self.m, self.m))
+        S = self._S
+        S.fill(0.0)
         S.flat[self.a22_idx] = self._a22_values(Ts)
         S.flat[self.diag_idx] += 1.0
         rhs = np.vstack([(T.T @ Z).reshape(-1, Z.shape[2]) for T, Z in zip(Ts[1:], self.ZXY2)])
@@ -154,8 +156,8 @@ class CrossedFactor:
         if info != 0:
             raise DataError("the random-effects system is not positive definite")
         self.L22 = U.T
-        self.c2 = solve_triangular(self.L22, rhs, lower=True, check_finite=False)
-        ldL2 = ld1 + 2.0 * np.sum(np.log(np.diag(self.L22)))
+        self.c2, _ = lapack.dtrtrs(U, rhs, lower=0, trans=1)  # L22^{-1} rhs
+        ldL2 = ld1 + 2.0 * np.sum(np.log(U.diagonal()))
         C1 = np.tril(self._C1[0]) + np.tril(self._C1[0], -1).T
         return ldL2, C1 + self.c2.T @ self.c2
 
