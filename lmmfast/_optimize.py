@@ -1,7 +1,7 @@
 """The optimizers and their record: L-BFGS-B with the analytic gradient, and BOBYQA.
 
-Where the factorization provides the gradient of the profiled objective (one grouping
-factor), L-BFGS-B (scipy) on phi / |phi(theta0)| (ftol 1e-13, projected gradient 1e-8)
+Every factorization provides the gradient of the profiled objective (_factor/gradient.py);
+L-BFGS-B (scipy) on phi / |phi(theta0)| (ftol 1e-13, projected gradient 1e-8)
 needs 5-25 evaluations where BOBYQA needs 20-110, and ends level with lme4's optimum
 (within 1e-14 relative on the reference models).  Otherwise, or if it fails, BOBYQA
 through nlopt, lme4's default derivative-free method.
@@ -11,6 +11,10 @@ stopping rule is stricter than lme4's nloptwrap defaults (stop when either ftol_
 xtol_abs = 1e-8 is met): only a step in theta below 1e-9 stops, since a tolerance on
 the objective stopped BOBYQA ~5e-9 short of lme4's optimum on sleepstudy.  On the 12
 reference models this never ends worse than lme4 (at most 5e-15 relative).
+
+A fit that ends singular is restarted from leave_singular() (a false optimum of the
+Cholesky parametrization, see there) until that stops improving; minimize_theta is the
+whole strategy, run on one BLAS thread.
 """
 
 from __future__ import annotations
