@@ -23,7 +23,7 @@ from ._errors import (
 from ._factor.krylov import LBFGS_OPTIONS as KRYLOV_LBFGS
 from ._factor.krylov import check_optimum as krylov_check
 from ._factor.krylov import report as krylov_report
-from ._optimize import bobyqa, check_optimum, lbfgs
+from ._optimize import minimize_theta
 from ._pls import ProfiledDeviance
 from ._rank import independent_columns
 from ._result import LmerFit, TermInfo
@@ -253,23 +253,12 @@ def _minimize(dev: ProfiledDeviance, control: Control):
 
     verbose = bool(control.verbose)
     f_traced, fg_traced = traced(f, verbose, scale), traced(fg, verbose, scale)
-    opt = None
-    if optimizer in ("auto", "lbfgs") and dev.has_gradient:
-        opt = lbfgs(fg_traced, theta0, lower, control.maxeval, **(KRYLOV_LBFGS if krylov else {}))
-    if opt is None or (optimizer == "auto" and not opt.converged):
-        opt = bobyqa(f_traced, theta0 if opt is None else opt.theta, lower, **control.tolerances)
-    if krylov:  # the Hessian from differences of the gradient: fewer evaluations
-        doubtful = opt.converged and krylov_check(fg, opt)
-    else:
-        doubtful = opt.converged and check_optimum(f, opt)
-    if doubtful and optimizer == "auto" and opt.optimizer == "L-BFGS-B":
-        # L-BFGS-B can stop on a stalled line search with the slope still large (seen on a
-        # badly scaled model): polish from there with BOBYQA and keep the better optimum
-        polished = bobyqa(f_traced, opt.theta, lower, **control.tolerances)
-        polished.feval += opt.feval
-        if polished.fmin <= opt.fmin:
-            opt = polished
-        doubtful = opt.converged and check_optimum(f, opt)
+    opt, doubtful = minimize_theta(
+        f_traced, fg_traced if dev.has_gradient else None, theta0, lower, [t.q for t in terms],
+        optimizer, maxeval=control.maxeval, tolerances=control.tolerances,
+        lbfgs_options=KRYLOV_LBFGS if krylov else None,
+        check=(lambda o: krylov_check(fg, o)) if krylov else None,  # Hessian from gradients
+    )  # fmt: skip
     opt.to_theta_scale(scale)
     if krylov:
         opt.krylov = krylov_report(dev, opt)

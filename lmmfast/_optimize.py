@@ -1,7 +1,7 @@
 """The optimizers and their record: L-BFGS-B with the analytic gradient, and BOBYQA.
 
-Where the factorization provides the gradient of the profiled objective (one grouping
-factor), L-BFGS-B (scipy) on phi / |phi(theta0)| (ftol 1e-13, projected gradient 1e-8)
+Every factorization provides the gradient of the profiled objective (_factor/gradient.py);
+L-BFGS-B (scipy) on phi / |phi(theta0)| (ftol 1e-13, projected gradient 1e-8)
 needs 5-25 evaluations where BOBYQA needs 20-110, and ends level with lme4's optimum
 (within 1e-14 relative on the reference models).  Otherwise, or if it fails, BOBYQA
 through nlopt, lme4's default derivative-free method.
@@ -11,6 +11,10 @@ stopping rule is stricter than lme4's nloptwrap defaults (stop when either ftol_
 xtol_abs = 1e-8 is met): only a step in theta below 1e-9 stops, since a tolerance on
 the objective stopped BOBYQA ~5e-9 short of lme4's optimum on sleepstudy.  On the 12
 reference models this never ends worse than lme4 (at most 5e-15 relative).
+
+A fit that ends singular is restarted from leave_singular() (a false optimum of the
+Cholesky parametrization, see there) until that stops improving; minimize_theta is the
+whole strategy, run on one BLAS thread.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 import nlopt
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import ThreadpoolController
 
 _RESULTS = {
     nlopt.SUCCESS: "success",
@@ -156,6 +161,109 @@ def _leave_boundary(fg, best: dict, s: OptSummary):
     return None
 
 
+def leave_singular(theta: np.ndarray, qs: list[int], rel: float = 1e-3) -> np.ndarray | None:
+    """A start away from a false optimum of the Cholesky parametrization, or None.
+
+    Where a diagonal element T[k, k] of a vector-valued term is 0 while column k below it
+    is not, the point can satisfy the optimality conditions in theta (the slope in
+    T[k, k] is positive) though it is not an optimum in Sigma = T T': more variance in
+    effect k needs column k to turn at the same time, which no small step in theta does.
+    Such a stop ended 0.07-5 deviance units above lme4's optimum (kb07-shaped designs,
+    lme4's Arabidopsis).  The start returned is the Cholesky factor of Sigma + eps I
+    (eps = rel * the largest variance of the term): the same covariance, nearly, in the
+    parametrization in which every direction of Sigma is a first-order step again."""
+    out, changed, o = theta.copy(), False, 0
+    for q in qs:
+        k = q * (q + 1) // 2
+        if q > 1:
+            T = np.zeros((q, q))
+            idx = [(i, j) for j in range(q) for i in range(j, q)]
+            for (i, j), v in zip(idx, theta[o : o + k]):
+                T[i, j] = v
+            d = np.diag(T)
+            if np.any(d <= 1e-6 * np.max(d, initial=0.0)) and np.max(d) > 0:
+                S = T @ T.T
+                C = np.linalg.cholesky(S + rel * np.max(np.diag(S)) * np.eye(q))
+                out[o : o + k] = [C[i, j] for i, j in idx]
+                changed = True
+        o += k
+    return out if changed else None
+
+
+def minimize_theta(
+    f, fg, theta0, lower, qs, optimizer: str = "auto", maxeval: int = 100_000,
+    tolerances: dict | None = None, lbfgs_options: dict | None = None, check=None,
+) -> tuple[OptSummary, bool]:  # fmt: skip
+    """The fit's optimizer strategy; returns the record and whether the optimum is doubtful.
+
+    L-BFGS-B with the analytic gradient where fg is given (BOBYQA otherwise, or if
+    L-BFGS-B does not converge); a BOBYQA polish where the optimum looks doubtful; then,
+    at a singular optimum, restarts from leave_singular() until they stop improving.
+    tolerances: BOBYQA's (Control.tolerances); lbfgs_options: scipy's L-BFGS-B options;
+    check(opt) -> doubtful (default check_optimum by differences of f)."""
+    tol = tolerances or {}
+    if check is None:
+
+        def check(opt):
+            return check_optimum(f, opt)
+
+    def run(start):
+        opt = None
+        if optimizer in ("auto", "lbfgs") and fg is not None:
+            opt = lbfgs(fg, start, lower, maxeval, **(lbfgs_options or {}))
+        if opt is None or (optimizer == "auto" and not opt.converged):
+            sub = bobyqa(f, start if opt is None else opt.theta, lower, **tol)
+            sub.feval += 0 if opt is None else opt.feval
+            opt = sub
+        return opt
+
+    def fit():
+        opt = _restarts(run, theta0, qs)
+        doubtful = opt.converged and check(opt)
+        if doubtful and optimizer == "auto" and opt.optimizer == "L-BFGS-B":
+            # L-BFGS-B can stop on a stalled line search with the slope still large (seen
+            # on a badly scaled model): polish with BOBYQA and keep the better optimum
+            polished = bobyqa(f, opt.theta, lower, **tol)
+            polished.feval += opt.feval
+            if polished.fmin <= opt.fmin:
+                opt = polished
+            doubtful = opt.converged and check_optimum(f, opt)
+        return opt, doubtful
+
+    with _one_blas_thread():
+        return fit()
+
+
+_CONTROLLER: list = []
+
+
+def _one_blas_thread():
+    """Every evaluation on one BLAS thread: the dense pieces are small, other threads only
+    spin on a busy machine, and the optimizer's path (evaluations, result) then does not
+    depend on the BLAS thread settings."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+
+
+def _restarts(run, theta0, qs) -> OptSummary:
+    """run(start) from theta0, then from leave_singular() while that improves."""
+    opt = run(np.asarray(theta0, dtype=float))
+    for _ in range(MAX_RESTARTS):
+        start = leave_singular(opt.theta, qs)
+        if start is None:
+            break
+        new = run(start)
+        new.feval += opt.feval
+        new.theta0 = opt.theta0
+        if not new.fmin < opt.fmin - 1e-12 * abs(opt.fmin):
+            opt.feval = new.feval
+            break
+        opt = new
+    return opt
+
+
+MAX_RESTARTS = 4
 DECREMENT_TOL = 1e-3  # deviance units: below this the optimum cannot be improved usefully
 
 

@@ -158,3 +158,118 @@ def condvar_first(
                                                  * Sinv[row[e] + c, row[f] + d]
                                                  * W[ooff[f] + d * q1 + b])
                             out[j, a, b] = out[j, a, b] + acc
+
+
+def lt_times_first(
+    const int64_t[::1] ptr,
+    const int64_t[::1] row,
+    const int64_t[::1] qe,
+    const int64_t[::1] ooff,
+    const double[::1] W,
+    const double[:, ::1] x2,
+    double[:, :, ::1] r1,
+):
+    """r1[j] -= L21_j' x2, i.e. r1[j, b, c] -= sum_e sum_a W_e[a, b] x2[row[e] + a, c]."""
+    cdef Py_ssize_t nlev = r1.shape[0], q1 = r1.shape[1], k = r1.shape[2]
+    cdef Py_ssize_t j, e, a, b, c
+    with nogil:
+        for j in range(nlev):
+            for e in range(ptr[j], ptr[j + 1]):
+                for a in range(qe[e]):
+                    for b in range(q1):
+                        for c in range(k):
+                            r1[j, b, c] -= W[ooff[e] + a * q1 + b] * x2[row[e] + a, c]
+
+
+def selinv_first(
+    const int64_t[::1] ptr,
+    const int64_t[::1] row,
+    const int64_t[::1] qe,
+    const int64_t[::1] ooff,
+    const double[::1] W,
+    const double[:, ::1] Z22,
+    const double[:, :, ::1] L11inv,
+    double[::1] Z21,
+    double[:, :, ::1] M,
+):
+    """The selected inverse (Takahashi) below term 1, on the pattern of L21.
+
+    Z21_e := -(sum_f Z22[rows e, rows f] W_f) L11_j^{-1} for the blocks e, f of level j
+    (q_u x q1 row-major at ooff[e], as W); M[j] := sum_e Z21_e' W_e (q1 x q1), so that the
+    diagonal block of A^{-1} is L11_j^{-T} L11_j^{-1} - M[j] L11_j^{-1}.  Z22 = S^{-1}, both
+    triangles filled.
+    """
+    cdef Py_ssize_t nlev = M.shape[0], q1 = M.shape[1]
+    cdef Py_ssize_t j, e, f, a, b, c, d
+    cdef double acc
+    with nogil:
+        for j in range(nlev):
+            for e in range(ptr[j], ptr[j + 1]):
+                for a in range(qe[e]):
+                    for b in range(q1):  # (Z22 L21)[row e + a, b] over the blocks of level j
+                        acc = 0.0
+                        for f in range(ptr[j], ptr[j + 1]):
+                            for d in range(qe[f]):
+                                acc = acc + Z22[row[e] + a, row[f] + d] * W[ooff[f] + d * q1 + b]
+                        Z21[ooff[e] + a * q1 + b] = acc
+                    for b in range(q1):  # times -L11_j^{-1}, in place (row a of block e)
+                        acc = 0.0
+                        for c in range(b, q1):
+                            acc = acc + Z21[ooff[e] + a * q1 + c] * L11inv[j, c, b]
+                        Z21[ooff[e] + a * q1 + b] = -acc
+            for a in range(q1):
+                for b in range(q1):
+                    acc = 0.0
+                    for e in range(ptr[j], ptr[j + 1]):
+                        for c in range(qe[e]):
+                            acc = acc + Z21[ooff[e] + c * q1 + a] * W[ooff[e] + c * q1 + b]
+                    M[j, a, b] = acc
+
+
+def first_factors(
+    const double[:, ::1] T1,
+    const double[:, :, ::1] L11,
+    double[:, :, ::1] L11inv,
+    double[:, :, ::1] R,
+):
+    """Per level j of term 1: L11inv[j] := L11_j^{-1} (lower) and R[j] := T1 L11_j^{-T}."""
+    cdef Py_ssize_t nlev = L11.shape[0], q = L11.shape[1]
+    cdef Py_ssize_t j, a, b, c
+    cdef double acc
+    with nogil:
+        for j in range(nlev):
+            for b in range(q):  # column b of the inverse: forward substitution on e_b
+                for a in range(q):
+                    if a < b:
+                        L11inv[j, a, b] = 0.0
+                        continue
+                    acc = 1.0 if a == b else 0.0
+                    for c in range(b, a):
+                        acc = acc - L11[j, a, c] * L11inv[j, c, b]
+                    L11inv[j, a, b] = acc / L11[j, a, a]
+            for a in range(q):  # R[a, b] = sum_c T1[a, c] L11inv[b, c], c <= min(a, b)
+                for b in range(q):
+                    acc = 0.0
+                    for c in range(min(a, b) + 1):
+                        acc = acc + T1[a, c] * L11inv[j, b, c]
+                    R[j, a, b] = acc
+
+
+def right_blocks(double[:, ::1] X, const double[:, :, ::1] R):
+    """X[:, j q : (j + 1) q] := X[:, j q : (j + 1) q] R[j] for every block column j, in place."""
+    cdef Py_ssize_t m = X.shape[0], nlev = R.shape[0], q = R.shape[1]
+    cdef Py_ssize_t i, j, a, b
+    cdef double acc
+    cdef double tmp[64]
+    if q > 64:
+        raise ValueError("blocks wider than 64 columns")
+    with nogil:
+        for i in range(m):
+            for j in range(nlev):
+                for a in range(q):
+                    tmp[a] = X[i, j * q + a]
+                for b in range(q):
+                    acc = 0.0
+                    for a in range(q):
+                        acc = acc + tmp[a] * R[j, a, b]
+                    X[i, j * q + b] = acc

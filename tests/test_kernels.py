@@ -285,3 +285,25 @@ def test_fitted_matches_dense_product(threads):
     expected = 2.0 + beta[0] + beta[1] * x
     expected += b[0][codes[:, 0], 0] + b[0][codes[:, 0], 1] * z + b[1][codes[:, 1], 0]
     np.testing.assert_allclose(out, expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("n,density,seed", [(1, 1.0, 0), (12, 0.2, 1), (40, 0.08, 2), (60, 0.3, 3)])
+def test_takahashi_selected_inverse_matches_the_dense_inverse(n, density, seed):
+    import scipy.sparse as sp
+    from sksparse import cholmod
+
+    from lmmfast import _selinv
+
+    R = sp.random(n, n, density, random_state=seed)
+    A = (R @ R.T + sp.eye(n)).tocsc()
+    f = cholmod.analyze(A)
+    f.cholesky_inplace(A)
+    L, perm = f.L(), f.P()
+    indptr, indices = L.indptr.astype(np.int64), L.indices.astype(np.int64)
+    Zx = np.zeros(L.nnz)
+    pos = np.full(n, -1, dtype=np.int64)
+    _selinv.takahashi(indptr, indices, L.data, Zx, pos, np.zeros(n))
+    dense = np.linalg.inv(A.toarray()[np.ix_(perm, perm)])
+    cols = np.repeat(np.arange(n), np.diff(indptr))
+    np.testing.assert_allclose(Zx, dense[indices, cols], rtol=1e-11, atol=1e-13)
+    assert np.all(pos == -1)

@@ -14,6 +14,7 @@ from .. import _blockdiag
 from .._sources.crossprod import CrossProducts, _sum_chunks
 from .._terms import ReTerm
 from .._threads import PARALLEL_LEVELS, kernel_threads
+from .gradient import GradientAssembly
 
 
 def is_block_diagonal(terms: list[ReTerm]) -> bool:
@@ -210,6 +211,8 @@ class ClusteredFactor:
             ZXY[rows.ravel()] = Z.reshape(-1, p1)
         self.ZXY = ZXY.ravel()
         self.L = np.zeros_like(B)
+        self.assembly = GradientAssembly(cp)
+        self.pairs = cp.pairs
         self.cu = np.zeros(nrow * p1)
         self._C = np.zeros((p1, p1))
         self._work = np.zeros(self.max_size**2)
@@ -231,25 +234,53 @@ class ClusteredFactor:
             raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
         return ldL2, np.tril(self._C) + np.tril(self._C, -1).T
 
-    def inverse_blocks(self) -> list[np.ndarray]:
-        """Diagonal blocks of A^{-1} per term, (l, q, q): each cluster's block inverted,
-        clusters of one size at a time."""
+    def _cluster_inverses(self) -> np.ndarray:
+        """Each cluster's block of A^{-1} (flat, as L), clusters of one size at a time."""
         sizes = np.diff(self.roff)
         Minv = np.zeros_like(self.L)
         for s in np.unique(sizes):
             k = np.flatnonzero(sizes == s)
             idx = self.boff[k, None] + np.arange(s * s)
-            Lk = np.tril(self.L[idx].reshape(len(k), s, s))
-            Linv = np.linalg.inv(Lk)
+            Linv = np.linalg.inv(np.tril(self.L[idx].reshape(len(k), s, s)))
             Minv[idx] = (Linv.transpose(0, 2, 1) @ Linv).reshape(len(k), -1)
-        out = []
-        for rows in self.rows:
-            k = self.cluster[rows[:, 0]]
-            s = (self.roff[k + 1] - self.roff[k])[:, None, None]
-            local = rows - self.roff[k][:, None]
-            idx = self.boff[k][:, None, None] + local[:, :, None] * s + local[:, None, :]
-            out.append(Minv[idx])
-        return out
+        return Minv
+
+    def _entries(self, Minv: np.ndarray, ri: np.ndarray, rj: np.ndarray) -> np.ndarray:
+        """Minv at global rows ri, columns rj (broadcast; both in one cluster)."""
+        ri, rj = np.broadcast_arrays(ri, rj)
+        k = self.cluster[ri]
+        s = self.roff[k + 1] - self.roff[k]
+        return Minv[self.boff[k] + (ri - self.roff[k]) * s + (rj - self.roff[k])]
+
+    def selected_inverse(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Blocks of A^{-1} on the pattern of Z'WZ: per term (l, q, q), per pair
+        (npair, q_t, q_u); nested pairs lie inside one cluster, whose inverse is dense."""
+        Minv = self._cluster_inverses()
+        Zd = [self._entries(Minv, r[:, :, None], r[:, None, :]) for r in self.rows]
+        Zp = [
+            self._entries(
+                Minv,
+                self.rows[pr.t][pr.levels[:, 0]][:, :, None],
+                self.rows[pr.u][pr.levels[:, 1]][:, None, :],
+            )
+            for pr in self.pairs
+        ]
+        return Zd, Zp
+
+    def inverse_blocks(self) -> list[np.ndarray]:
+        """Diagonal blocks of A^{-1} per term, (l, q, q)."""
+        return self.selected_inverse()[0]
+
+    def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
+        """d objective / d theta at the last update (see gradient.py)."""
+        Zd, Zp = self.selected_inverse()
+        cu = self.cu.reshape(len(self.row_t), -1)
+        Y = np.empty_like(cu)
+        for c in range(cu.shape[1]):  # A^{-1} Lambda'Z'W[X y] = L^{-T} cu
+            x = np.ascontiguousarray(cu[:, c])
+            _blockdiag.solve_upper_var(self.L, self.roff, self.boff, x)
+            Y[:, c] = x
+        return self.assembly.gradient(Ts, Zd, Zp, [Y[r] for r in self.rows], beta, P, scale, reml)
 
     def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
         cu = self.cu.reshape(len(self.row_t), -1)

@@ -43,3 +43,8 @@ class SymbolicCholesky:
     def solve_L(self, B: np.ndarray) -> np.ndarray:
         """L^{-1} P B (the permuted forward solve), for dense B."""
         return self._factor.solve_L(self._factor.apply_P(B), use_LDLt_decomposition=False)
+
+    def factor(self) -> tuple[sp.csc_matrix, np.ndarray]:
+        """The simplicial factor L (CSC, sorted rows, diagonal first; a copy) and the
+        permutation p with L L' = (A + beta I)[p][:, p]."""
+        return self._factor.L(), self._factor.P()

@@ -14,25 +14,23 @@ whose smaller factors have up to a few thousand levels.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import cholesky, lapack, solve_triangular
+from scipy.linalg import blas, lapack, solve_triangular
 
 from .. import _blockdiag, _schur
 from .._errors import DataError
 from .._sources.crossprod import CrossProducts
 from .._terms import ReTerm
+from .gradient import GradientAssembly
 
 MAX_DENSE = 4000  # above this many effects in the other terms, CHOLMOD's sparsity wins
+DENSE_FILL = 0.2  # L21 at least this full (and small): kept dense, S by one BLAS syrk
+DENSE_L21 = 2_000_000  # at most this many entries in a dense L21
 
 
 class CrossedFactor:
     """L = [L11 0; L21 L22]: L11 per level of term 1, L21 sparse blocks, L22 dense."""
 
     kind = "crossed"
-
-    @property
-    def has_gradient(self) -> bool:
-        """The analytic gradient is implemented for scalar terms ((1 | u) + (1 | v) ...)."""
-        return all(t.q == 1 for t in self.terms)
 
     def __init__(self, cp: CrossProducts, terms: list[ReTerm]):
         self.terms = terms
@@ -77,11 +75,21 @@ class CrossedFactor:
                 self._a22_src.append(("O", cp.pairs.index(pr), None))
         self.pairs = cp.pairs
         self.D = cp.D
+        self.assembly = GradientAssembly(cp)
         j = np.concatenate(js) if js else np.zeros(0, np.int64)
         order = np.lexsort((np.concatenate(rows), j))  # by level of term 1, then by row
         sizes_e = np.concatenate([b.shape[1] * np.ones(len(b), np.int64) for b in blocks])
         flat = np.concatenate([b.ravel() for b in blocks]) if blocks else np.zeros(0)
         start = np.concatenate([[0], np.cumsum(sizes_e)[:-1]]).astype(np.int64)
+        inv = np.empty(len(order), dtype=np.int64)
+        inv[order] = np.arange(len(order))
+        self._pair_entry, start_e = [], 0  # per pair with term 1: its entries e, in level order
+        for pr in cp.pairs:
+            if pr.t == 0:
+                self._pair_entry.append(inv[start_e : start_e + len(pr.levels)])
+                start_e += len(pr.levels)
+            else:
+                self._pair_entry.append(None)
         self.j = j[order].astype(np.int64)
         self.row = np.concatenate(rows)[order].astype(np.int64)
         self.qe = np.concatenate(qes)[order].astype(np.int64)
@@ -99,6 +107,20 @@ class CrossedFactor:
         self.a22_idx = np.concatenate(self._a22_idx)
         self.qvalues = np.unique(self.qe)  # the widths of the coupling blocks
         self.diag_idx = np.arange(self.m) * (self.m + 1)
+        self._S = np.empty((self.m, self.m))  # the Schur complement, refilled per theta
+        N1 = t1.nlevels * t1.q
+        filled = sum(len(pr.levels) * pr.O.shape[1] * pr.O.shape[2] for pr in cp.pairs if pr.t == 0)
+        self.dense = self.m * N1 <= DENSE_L21 and filled >= DENSE_FILL * self.m * N1
+        if self.dense:  # Z_u'WZ_1 per later term u, (l_u, q_u, N1): rows as in S
+            self.G21 = [np.zeros((t.nlevels, t.q, N1)) for t in terms[1:]]
+            for pr in cp.pairs:
+                if pr.t == 0:
+                    j, k = pr.levels[:, 0], pr.levels[:, 1]
+                    for c in range(t1.q):  # O[m, c, a] = Z_1j[:, c]'W Z_uk[:, a]
+                        self.G21[pr.u - 1][k, :, j * t1.q + c] = pr.O[:, c, :]
+            self.F = np.empty((self.m, N1))
+            self.L11inv = np.empty((t1.nlevels, t1.q, t1.q))
+            self._R = np.empty_like(self.L11inv)
 
     def _a22_values(self, Ts: list[np.ndarray]) -> np.ndarray:
         vals = []
@@ -115,118 +137,115 @@ class CrossedFactor:
         T1 = np.ascontiguousarray(Ts[0])
         _blockdiag.update(T1, self.D1, self.ZXY1, self.L11, self.c1, self._C1, self._ld1)
         ld1 = float(self._ld1[0])
-        S = np.zeros((self.m, self.m))
+        S = self._S
+        S.fill(0.0)
         S.flat[self.a22_idx] = self._a22_values(Ts)
         S.flat[self.diag_idx] += 1.0
         rhs = np.vstack([(T.T @ Z).reshape(-1, Z.shape[2]) for T, Z in zip(Ts[1:], self.ZXY2)])
-        Tflat = np.concatenate([np.ascontiguousarray(T).ravel() for T in Ts])
-        _schur.schur(
-            self.ptr, self.row, self.qe, self.toff, self.ooff, self.O, Tflat, T1,
-            self.L11, self.c1, self.W, S, rhs,
-        )  # fmt: skip
-        try:
-            self.L22 = cholesky(S, lower=True, overwrite_a=True, check_finite=False)
-        except np.linalg.LinAlgError:
-            raise DataError("the random-effects system is not positive definite") from None
-        self.c2 = solve_triangular(self.L22, rhs, lower=True, check_finite=False)
-        ldL2 = ld1 + 2.0 * np.sum(np.log(np.diag(self.L22)))
+        if self.dense:
+            self._dense_schur(Ts, S, rhs)
+        else:
+            Tflat = np.concatenate([np.ascontiguousarray(T).ravel() for T in Ts])
+            _schur.schur(
+                self.ptr, self.row, self.qe, self.toff, self.ooff, self.O, Tflat, T1,
+                self.L11, self.c1, self.W, S, rhs,
+            )  # fmt: skip
+        # S's lower triangle (C order) is the upper one of S.T (Fortran order): LAPACK
+        # factors it in place, U'U = S with U = L22'
+        U, info = lapack.dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
+        if info != 0:
+            raise DataError("the random-effects system is not positive definite")
+        self.L22 = U.T
+        self.c2, _ = lapack.dtrtrs(U, rhs, lower=0, trans=1)  # L22^{-1} rhs
+        ldL2 = ld1 + 2.0 * np.sum(np.log(U.diagonal()))
         C1 = np.tril(self._C1[0]) + np.tril(self._C1[0], -1).T
         return ldL2, C1 + self.c2.T @ self.c2
 
-    def _G_times(self, v: list[np.ndarray]) -> list[np.ndarray]:
-        """Z'WZ v for scalar terms, v given per term as (l, k) arrays."""
-        out = [D[:, 0, 0][:, None] * vt for D, vt in zip(self.D, v)]
-        for pr in self.pairs:
-            o = pr.O[:, 0, 0]
-            a, b = pr.levels[:, 0], pr.levels[:, 1]
-            for c in range(v[0].shape[1]):
-                out[pr.t][:, c] += np.bincount(a, o * v[pr.u][b, c], minlength=len(out[pr.t]))
-                out[pr.u][:, c] += np.bincount(b, o * v[pr.t][a, c], minlength=len(out[pr.u]))
-        return out
+    def _dense_schur(self, Ts: list[np.ndarray], S: np.ndarray, rhs: np.ndarray) -> None:
+        """L21 = Lambda_2' Z_2'WZ_1 Lambda_1 L11^{-T} as one dense m x N1 matrix F (gemms by
+        T_u' and by T1 L11_j^{-T} per level); S -= F F' (BLAS syrk, lower half); rhs -= F c1."""
+        n1, q1 = self.L11.shape[:2]
+        _schur.first_factors(np.ascontiguousarray(Ts[0]), self.L11, self.L11inv, self._R)
+        F = self.F
+        for k, (G, T) in enumerate(zip(self.G21, Ts[1:])):
+            np.matmul(T.T, G, out=F[self.off[k] : self.off[k + 1]].reshape(G.shape))
+        _schur.right_blocks(F, self._R)
+        blas.dsyrk(-1.0, F.T, beta=1.0, c=S.T, trans=1, lower=0, overwrite_c=1)
+        rhs -= F @ self.c1.reshape(n1 * q1, -1)
 
-    def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
-        """d objective / d theta for scalar terms, at the last update.
+    def _L11inv(self) -> np.ndarray:
+        if not self.dense:  # the dense path computes it in update()
+            self.L11inv = np.linalg.inv(self.L11)
+        return self.L11inv
 
-        log|A|: for theta_i > 0, Lambda_i = Lambda D_i / theta_i gives
-        2 tr(A^{-1} Lambda'Z'WZ Lambda_i) = (2 / theta_i)(l_i - sum_{j in i} (A^{-1})_jj);
-        the diagonal of A^{-1} is diag(S^{-1}) for the later terms and, for term 1,
-        (1 + w_j' S^{-1} w_j) / L11_j^2 with w_j column j of L21.  pwrss and REML's
-        log|X'V^{-1}X| as for one grouping factor (see src/_blockdiag.pyx, gradient).
-        """
-        theta = np.array([T[0, 0] for T in Ts])
-        sizes = [t.nlevels for t in self.terms]
-        Sinv, info = lapack.dpotri(self.L22, lower=1)  # lower triangle of S^{-1}
-        Sinv = np.ascontiguousarray(Sinv)
-        if info != 0:
-            raise FloatingPointError("cannot invert the Schur complement")
-        dS = np.diag(Sinv)
-        mid = np.ones((self.terms[0].nlevels, 1, 1))
-        _schur.condvar_first(self.ptr, self.row, self.qe, self.ooff, self.W, Sinv, mid)
-        traces = [np.sum(mid[:, 0, 0] / self.L11[:, 0, 0] ** 2)]
-        traces += [dS[self.off[k] : self.off[k + 1]].sum() for k in range(len(self.terms) - 1)]
-        g = np.where(theta > 0, 2.0 / np.where(theta > 0, theta, 1.0)
-                     * (np.array(sizes) - np.array(traces)), 0.0)  # fmt: skip
-        # pwrss: -2 s'Lambda_i u, s = Z'W(y - X beta) - Z'WZ Lambda u
-        u = [x[:, 0] for x in self.spherical_modes(beta)]
-        Gb = [x[:, 0] for x in self._G_times([th * ut[:, None] for th, ut in zip(theta, u)])]
-        ZX = [self.ZXY1[:, 0, :]] + [z[:, 0, :] for z in self.ZXY2]
-        s = [zx[:, -1] - zx[:, :-1] @ beta - gb for zx, gb in zip(ZX, Gb)]
-        g += scale * np.array([-2 * np.sum(st * ut) for st, ut in zip(s, u)])
-        if reml and len(beta):
-            # H = Z'WX - Z'WZ Lambda A^{-1} Lambda'Z'WX, with A^{-1} Lambda'Z'WX = L^{-T} c_X
-            v = self._back_solve(self.c1[:, 0, :-1], self.c2[:, :-1])
-            Gv = self._G_times([th * vt for th, vt in zip(theta, v)])
-            H = [zx[:, :-1] - gv for zx, gv in zip(ZX, Gv)]
-            g += np.array([-2 * th * np.sum((h @ P) * h) for th, h in zip(theta, H)])
-        return g
-
-    def _back_solve(self, c1: np.ndarray, c2: np.ndarray) -> list[np.ndarray]:
-        """L^{-T} [c1; c2] for scalar terms, per term as (l, k)."""
+    def back_solve(self, c1: np.ndarray, c2: np.ndarray) -> list[np.ndarray]:
+        """L^{-T} [c1; c2] per term as (l, q, k): x2 = L22^{-T} c2, x1_j = L11_j^{-T}(c1_j -
+        L21_j' x2); c1 is (n1, q1, k), c2 (m, k)."""
         x2 = solve_triangular(self.L22, c2, lower=True, trans="T", check_finite=False)
-        r1 = c1.copy()
-        w = self.W[self.ooff]
-        for c in range(r1.shape[1]):
-            r1[:, c] -= np.bincount(self.j, w * x2[self.row, c], minlength=len(r1))
-        x1 = r1 / self.L11[:, 0, 0][:, None]
-        return [x1] + [x2[self.off[k] : self.off[k + 1]] for k in range(len(self.terms) - 1)]
-
-    def inverse_blocks(self) -> list[np.ndarray]:
-        """Diagonal blocks of A^{-1} per term, (l, q, q), from L = [L11 0; L21 L22]:
-        (A^{-1})_22 = S^{-1}, (A^{-1})_11 block j = L11_j^{-T}(I + W_j' S^{-1} W_j)L11_j^{-1}."""
-        L22inv = solve_triangular(self.L22, np.eye(self.m), lower=True, check_finite=False)
-        Sinv = L22inv.T @ L22inv
-        q1 = self.terms[0].q
-        mid = np.repeat(np.eye(q1)[None], self.terms[0].nlevels, axis=0)
-        _schur.condvar_first(self.ptr, self.row, self.qe, self.ooff, self.W, Sinv, mid)
-        Linv = np.linalg.inv(np.tril(self.L11))
-        out = [Linv.transpose(0, 2, 1) @ mid @ Linv]
-        for k, t in enumerate(self.terms[1:]):
-            r = self.off[k] + np.arange(t.nlevels)[:, None] * t.q + np.arange(t.q)
-            out.append(Sinv[r[:, :, None], r[:, None, :]])
-        return out
-
-    def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
-        rhs2 = self.c2[:, -1] - self.c2[:, :-1] @ beta
-        u2 = solve_triangular(self.L22, rhs2, lower=True, trans="T", check_finite=False)
-        q1 = self.terms[0].q
-        r1 = self.c1[:, :, -1] - self.c1[:, :, :-1] @ beta
-        if q1 == 1 and len(self.qvalues) == 1 and self.qvalues[0] == 1:  # scalar terms
-            r1[:, 0] -= np.bincount(self.j, self.W[self.ooff] * u2[self.row], minlength=len(r1))
-            u1 = r1 / self.L11[:, :, 0]
-            return [u1] + [
-                u2[self.off[k] : self.off[k + 1]].reshape(t.nlevels, t.q)
-                for k, t in enumerate(self.terms[1:])
-            ]
-        for qu in self.qvalues:  # r1_j -= sum_e W_e' u2[e]
-            sel = np.flatnonzero(self.qe == qu)
-            Wm = self.W[self.ooff[sel, None] + np.arange(qu * q1)].reshape(len(sel), qu, q1)
-            useg = u2[self.row[sel, None] + np.arange(qu)]
-            contrib = np.einsum("eab,ea->eb", Wm, useg)
-            for b in range(q1):
-                r1[:, b] -= np.bincount(self.j[sel], contrib[:, b], minlength=len(r1))
-        Lt = np.triu(self.L11.transpose(0, 2, 1))
-        u1 = np.linalg.solve(Lt, r1[:, :, None])[:, :, 0]
-        return [u1] + [
-            u2[self.off[k] : self.off[k + 1]].reshape(t.nlevels, t.q)
+        n1, q1 = self.L11.shape[:2]
+        if self.dense:
+            r1 = c1 - (self.F.T @ x2).reshape(n1, q1, -1)
+        else:
+            r1 = np.array(c1, dtype=np.float64, order="C")
+            x2 = np.ascontiguousarray(x2)
+            _schur.lt_times_first(self.ptr, self.row, self.qe, self.ooff, self.W, x2, r1)
+        x1 = self._L11inv().transpose(0, 2, 1) @ r1
+        return [x1] + [
+            x2[self.off[k] : self.off[k + 1]].reshape(t.nlevels, t.q, -1)
             for k, t in enumerate(self.terms[1:])
         ]
+
+    def selected_inverse(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Blocks of A^{-1} on the pattern of Z'WZ (blocked Takahashi recurrence on L):
+        Z22 = S^{-1}; below term 1, Z21_e = -(sum_f Z22[e, f] L21_f) L11_j^{-1}; term 1's
+        diagonal blocks L11_j^{-T} L11_j^{-1} - (sum_e Z21_e' L21_e) L11_j^{-1}.
+        Returns the diagonal blocks per term, (l, q, q), and the blocks of every pair of
+        cp.pairs, (npair, q_t, q_u)."""
+        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C) of S^{-1}
+        if info != 0:
+            raise FloatingPointError("cannot invert the Schur complement")
+        Z22 = Zinv.T
+        Z22 = np.tril(Z22) + np.tril(Z22, -1).T
+        Linv = self._L11inv()
+        n1, q1 = Linv.shape[:2]
+        if self.dense:
+            Z21 = (-(Z22 @ self.F)).reshape(self.m, n1, q1).transpose(1, 0, 2) @ Linv
+            M = Z21.transpose(0, 2, 1) @ self.F.reshape(self.m, n1, q1).transpose(1, 0, 2)
+        else:
+            Z21 = np.zeros_like(self.W)
+            M = np.zeros((n1, q1, q1))
+            _schur.selinv_first(self.ptr, self.row, self.qe, self.ooff, self.W, Z22, Linv, Z21, M)
+        Zd = [Linv.transpose(0, 2, 1) @ Linv - M @ Linv]
+        for k, t in enumerate(self.terms[1:]):
+            r = self.off[k] + np.arange(t.nlevels)[:, None] * t.q + np.arange(t.q)
+            Zd.append(Z22[r[:, :, None], r[:, None, :]])
+        Zp = []
+        for pr, ent in zip(self.pairs, self._pair_entry):
+            qu = self.terms[pr.u].q
+            ru = self.off[pr.u - 1] + pr.levels[:, 1][:, None] * qu + np.arange(qu)
+            if pr.t == 0 and self.dense:  # Z21[j, rows of (u, k), :]'
+                Zp.append(Z21[pr.levels[:, 0][:, None], ru].transpose(0, 2, 1))
+            elif pr.t == 0:
+                idx = self.ooff[ent][:, None] + np.arange(qu * q1)
+                Zp.append(Z21[idx].reshape(-1, qu, q1).transpose(0, 2, 1))
+            else:
+                qt = self.terms[pr.t].q
+                rt = self.off[pr.t - 1] + pr.levels[:, 0][:, None] * qt + np.arange(qt)
+                Zp.append(Z22[rt[:, :, None], ru[:, None, :]])
+        return Zd, Zp
+
+    def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
+        """d objective / d theta at the last update (see gradient.py)."""
+        Zd, Zp = self.selected_inverse()
+        Y = self.back_solve(self.c1, self.c2)
+        return self.assembly.gradient(Ts, Zd, Zp, Y, beta, P, scale, reml)
+
+    def inverse_blocks(self) -> list[np.ndarray]:
+        """Diagonal blocks of A^{-1} per term, (l, q, q)."""
+        return self.selected_inverse()[0]
+
+    def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
+        """u = L^{-T}(c_y - R_ZX beta) per term as (l, q)."""
+        r1 = self.c1[:, :, -1:] - self.c1[:, :, :-1] @ beta[:, None]
+        r2 = self.c2[:, -1:] - self.c2[:, :-1] @ beta[:, None]
+        return [u[:, :, 0] for u in self.back_solve(r1, r2)]

@@ -13,8 +13,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .. import _selinv
 from .._sources.crossprod import CrossProducts
 from .._terms import ReTerm
+from .gradient import GradientAssembly
 
 
 class SparseFactor:
@@ -53,6 +55,8 @@ class SparseFactor:
         # the pattern depends only on the grouping factors: a refit reuses the analysis
         self.chol = analysis if analysis is not None else SymbolicCholesky(self.A)
         self._S = None
+        self.assembly = GradientAssembly(cp)
+        self._lookup = None  # positions of the needed entries of A^{-1} in the factor's pattern
 
     def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
         """Refactor for the terms' T; return log|L|^2 and M'(Lambda'Z'WZ Lambda + I)^{-1}M."""
@@ -65,6 +69,54 @@ class SparseFactor:
         )
         self._S = self.chol.solve(M)
         return self.chol.logdet(), M.T @ self._S
+
+    def _wanted(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(rows, cols) of the blocks of A^{-1} the gradient reads: each term's level
+        blocks, then each pair's."""
+        out = []
+        for k, t in enumerate(self.terms):
+            r = self.off[k] + np.arange(t.nlevels)[:, None] * t.q + np.arange(t.q)
+            out.append((r[:, :, None], r[:, None, :]))
+        for pr in self.cp.pairs:
+            qt, qu = self.terms[pr.t].q, self.terms[pr.u].q
+            rt = self.off[pr.t] + pr.levels[:, 0][:, None] * qt + np.arange(qt)
+            ru = self.off[pr.u] + pr.levels[:, 1][:, None] * qu + np.arange(qu)
+            out.append((rt[:, :, None], ru[:, None, :]))
+        return out
+
+    def selected_inverse(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Blocks of A^{-1} on the pattern of Z'WZ from the Takahashi recurrence on CHOLMOD's
+        factor (src/_selinv.pyx): per term (l, q, q), per pair (npair, q_t, q_u)."""
+        L, perm = self.chol.factor()
+        n = L.shape[0]
+        indptr, indices = L.indptr.astype(np.int64), L.indices.astype(np.int64)
+        if self._lookup is None or self._lookup[0] != L.nnz:
+            pinv = np.empty(n, dtype=np.int64)
+            pinv[perm] = np.arange(n)
+            cols = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+            keys = cols * n + indices  # sorted: by column, then row
+            pos = []
+            for ri, rj in self._wanted():
+                a, b = np.broadcast_arrays(pinv[ri], pinv[rj])
+                want = np.minimum(a, b) * n + np.maximum(a, b)
+                at = np.searchsorted(keys, want)
+                pos.append(at)
+            self._lookup = (L.nnz, pos)
+        Zx = np.zeros(L.nnz)
+        _selinv.takahashi(
+            indptr, indices, np.ascontiguousarray(L.data), Zx, np.full(n, -1, np.int64), np.zeros(n)
+        )
+        blocks = [Zx[at] for at in self._lookup[1]]
+        K = len(self.terms)
+        return blocks[:K], blocks[K:]
+
+    def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
+        """d objective / d theta at the last update (see gradient.py)."""
+        Zd, Zp = self.selected_inverse()
+        p1 = self._S.shape[1]
+        Y = [self._S[self.off[k] : self.off[k + 1]].reshape(t.nlevels, t.q, p1)
+             for k, t in enumerate(self.terms)]  # fmt: skip
+        return self.assembly.gradient(Ts, Zd, Zp, Y, beta, P, scale, reml)
 
     def inverse_blocks(self, batch: int = 256) -> list[np.ndarray]:
         """Diagonal blocks of A^{-1} per term, (l, q, q), by solving for unit vectors in

@@ -1,0 +1,62 @@
+"""Per-evaluation cost of the profiled objective (and its gradient) on the kb07-shaped
+maximal model (issue 8): rt ~ 1 + s*p*l + (1+s+p+l|subj) + (1+s+p+l|item), 56 x 32,
+352 random effects.
+
+usage: .venv/bin/python bench/per_eval.py [evaluations]
+Prints wall and process-CPU milliseconds per evaluation (the median and the best of 20
+batches): on a machine shared with other work, CPU time is the better measure of the cost
+itself, wall time of what a user waits.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from lmmfast._pls import ProfiledDeviance
+from lmmfast._sources.crossprod import RowData
+from lmmfast._sources.formula import parse_formula
+from lmmfast._sources.frame import build_frame
+from threadpoolctl import threadpool_limits
+
+DATA = Path(__file__).parents[1] / "tests" / "reference" / "crossed_slopes" / "data" / "kb07.csv"
+FORMULA = "rt ~ 1 + s*p*l + (1+s+p+l|subj) + (1+s+p+l|item)"
+
+
+def _objective(reml: bool) -> ProfiledDeviance:
+    frame = build_frame(parse_formula(FORMULA), pd.read_csv(DATA), None, None)
+    rows = RowData(frame.terms, frame.Xcols, frame.xnames, frame.y)
+    return ProfiledDeviance(rows.cross_products(None), frame.terms, frame.n, reml, 0.0)
+
+
+def _time(f, n: int) -> tuple[np.ndarray, np.ndarray]:
+    wall, cpu = [], []
+    for _ in range(20):
+        w0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            f()
+        wall.append((time.perf_counter() - w0) / n * 1e3)
+        cpu.append((time.process_time() - c0) / n * 1e3)
+    return np.array(wall), np.array(cpu)
+
+
+def main(n: int = 50) -> None:
+    threadpool_limits(1, user_api="blas")  # as in a fit (lmmfast/_optimize.py)
+    dev = _objective(reml=False)
+    theta = np.abs(np.concatenate([t.theta_init() for t in dev.terms]))
+    theta += 0.1 * np.random.default_rng(1).uniform(size=len(theta))
+    for name, f in (("objective", lambda: dev(theta)),
+                    ("objective + gradient", lambda: dev.value_and_gradient(theta))):  # fmt: skip
+        f()
+        wall, cpu = _time(f, n)
+        print(
+            f"{name:22s} wall {np.median(wall):.3f} ms (best {wall.min():.3f}), "
+            f"cpu {np.median(cpu):.3f} ms (best {cpu.min():.3f})"
+        )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50)

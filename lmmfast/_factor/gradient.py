@@ -1,0 +1,77 @@
+r"""The gradient of the profiled objective from a factor's selected inverse.
+
+With G = Z'WZ, A = Lambda'G Lambda + I and theta_i an entry T_t[a, b] of one term's
+factor (Lambda-dot = the unit matrix E_ab on every level block of term t):
+
+    d log|A|        = 2 tr(A^{-1} Lambda'G Lambda-dot)
+                    = 2 sum_j [sum_k (A^{-1})_{tj,k} T_k' G_{k,tj}]_{ba}
+    d pwrss         = -2 sum_j s_tj[a] u_tj[b]        (envelope theorem)
+    d log|R_X'R_X|  = -2 sum_j [V_tj P H_tj']_{ba}
+
+with Y = A^{-1} Lambda'Z'W[X y] (V: its X columns), u = Y_y - V beta, H = Z'W[X y] -
+G Lambda Y (so that V = Lambda'H), s = H_y - H_X beta, P = (R_X'R_X)^{-1}.  The sum over k
+runs over the blocks where G is non-zero: the term's own level (D) and the level pairs
+it shares with other terms, so only the blocks of A^{-1} on the pattern of G are needed
+-- the selected inverse (Takahashi, Murray & Bates 2016; MixedModels.jl's gradient
+evaluation).  Every factorization supplies those blocks and Y; this module adds them up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._sources.crossprod import CrossProducts
+
+
+class GradientAssembly:
+    """The pattern of G (blocks D per term level, level pairs), planned once per design."""
+
+    def __init__(self, cp: CrossProducts):
+        self.cp = cp
+        self.inc = []  # per pair: level-incidence matrices (l_t x npair), (l_u x npair)
+        for pr in cp.pairs:
+            n = len(pr.levels)
+            lt, lu = len(cp.D[pr.t]), len(cp.D[pr.u])
+            ones = np.ones(n)
+            self.inc.append((
+                sp.csr_matrix((ones, (pr.levels[:, 0], np.arange(n))), shape=(lt, n)),
+                sp.csr_matrix((ones, (pr.levels[:, 1], np.arange(n))), shape=(lu, n)),
+            ))  # fmt: skip
+
+    def G_times(self, v: list[np.ndarray]) -> list[np.ndarray]:
+        """G v, v per term as (l, q, k)."""
+        cp = self.cp
+        out = [D @ vt for D, vt in zip(cp.D, v)]
+        for pr, (it, iu) in zip(cp.pairs, self.inc):
+            a, b = pr.levels[:, 0], pr.levels[:, 1]
+            ot = pr.O @ v[pr.u][b]  # (npair, q_t, k)
+            ou = pr.O.transpose(0, 2, 1) @ v[pr.t][a]
+            out[pr.t] += (it @ ot.reshape(len(a), -1)).reshape(out[pr.t].shape)
+            out[pr.u] += (iu @ ou.reshape(len(a), -1)).reshape(out[pr.u].shape)
+        return out
+
+    def gradient(self, Ts, Zd, Zp, Y, beta, P, scale: float, reml: bool) -> np.ndarray:
+        """d phi / d theta (theta in lme4's order) from the diagonal blocks Zd (per term,
+        (l, q, q)) and the pair blocks Zp (per pair, (npair, q_t, q_u)) of A^{-1}, and Y
+        (per term, (l, q, p + 1))."""
+        cp = self.cp
+        p = len(beta)
+        # (tensordot: one gemm over the level axis)
+        F = [2.0 * np.tensordot(Z @ T.T, D, ([0, 2], [0, 1])) for Z, T, D in zip(Zd, Ts, cp.D)]
+        for pr, Z in zip(cp.pairs, Zp):
+            F[pr.t] += 2.0 * np.tensordot(Z @ Ts[pr.u].T, pr.O, ([0, 2], [0, 2]))
+            F[pr.u] += 2.0 * np.tensordot(Ts[pr.t] @ Z, pr.O, ([0, 1], [0, 1]))
+        H = self.G_times([T @ y for T, y in zip(Ts, Y)])
+        for t, (y, h, zx) in enumerate(zip(Y, H, cp.ZXY)):
+            h = zx - h
+            u = y[:, :, p] - y[:, :, :p] @ beta
+            s = h[:, :, p] - h[:, :, :p] @ beta
+            F[t] -= 2.0 * scale * (u.T @ s)
+            if reml and p:
+                F[t] -= 2.0 * np.tensordot(y[:, :, :p] @ P, h[:, :, :p], ([0, 2], [0, 2]))
+        out = []
+        for f in F:
+            q = f.shape[0]
+            out += [f[b, a] for b in range(q) for a in range(b, q)]
+        return np.array(out)
