@@ -88,11 +88,25 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
         cp = cp.select(keep)
     ldW = 0.0 if frame.weights is None else float(np.sum(np.log(frame.weights)))
     dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW, like=like)
-    theta0 = np.concatenate([t.theta_init() for t in frame.terms])
-    lower = np.concatenate([t.theta_lower() for t in frame.terms])
+    opt = _optimize(dev, frame.terms, cp, frame.n, optimizer)
+    fit = _package(formula, REML, frame, rows, keep, dev, opt, dropped, None)
+    if fit.is_singular and like is None:
+        warnings.warn(
+            "boundary (singular) fit: see fit.is_singular", SingularFitWarning, stacklevel=3
+        )
+    fit._frame, fit._optimizer = frame, optimizer
+    fit._fixed_spec, fit._dev = frame.fixed_spec, dev
+    return fit
+
+
+def _optimize(dev, terms, cp, n: int, optimizer: str, warn: bool = True):
+    """Minimize the profiled objective over theta (L-BFGS-B and/or BOBYQA), check the
+    optimum; warn (unless not `warn`) if it is doubtful or the optimizer did not converge."""
+    theta0 = np.concatenate([t.theta_init() for t in terms])
+    lower = np.concatenate([t.theta_lower() for t in terms])
     # optimize over eta = theta / scale: columns of extreme scale (1e12, 1e-12) get O(1)
     # coordinates; ordinary columns keep scale 1, so lme4's path is unchanged for them
-    scale = _theta_scale(frame.terms, cp, frame.n)
+    scale = _theta_scale(terms, cp, n)
 
     def f(eta):
         return dev(eta * scale)
@@ -116,31 +130,24 @@ def _fit(formula: str, frame: ModelFrame, REML: bool, optimizer: str, like=None)
             opt = polished
         doubtful = opt.converged and check_optimum(f, opt)
     opt.to_theta_scale(scale)
-    if doubtful:
+    if doubtful and warn:
         warnings.warn(
             f"the optimizer stopped where a Newton step would still lower the objective by "
             f"{opt.newton_decrement:.2g} (deviance units); the estimates may not be the optimum. "
             "Check the scale of the covariates and whether the random-effects structure is "
             "too rich for the data; fit.optsummary has the gradient and Hessian.",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    if not opt.converged:
+    if not opt.converged and warn:
         warnings.warn(
             f"the optimizer did not converge ({opt.message}) after {opt.feval} evaluations; the "
             "estimates may not be the optimum. Check the scale of the covariates (centre and "
             "scale them) and whether the random-effects structure is too rich for the data.",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    fit = _package(formula, REML, frame, rows, keep, dev, opt, dropped, None)
-    if fit.is_singular and like is None:
-        warnings.warn(
-            "boundary (singular) fit: see fit.is_singular", SingularFitWarning, stacklevel=3
-        )
-    fit._frame, fit._optimizer = frame, optimizer
-    fit._fixed_spec, fit._dev = frame.fixed_spec, dev
-    return fit
+    return opt
 
 
 def _package(formula, reml, frame: ModelFrame, rows: RowData, keep, dev, opt, dropped, name):
