@@ -10,6 +10,7 @@ import numpy as np
 from ._errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning
 from ._optimize import bobyqa, check_optimum, lbfgs
 from ._pls import ProfiledDeviance
+from ._polish import ROUNDING, newton_polish
 from ._rank import independent_columns
 from ._result import LmerFit, TermInfo
 from ._sources.crossprod import RowData
@@ -120,6 +121,8 @@ def _optimize(dev, terms, cp, n: int, optimizer: str, warn: bool = True):
         opt = lbfgs(fg, theta0, lower)
     if opt is None or (optimizer == "auto" and not opt.converged):
         opt = bobyqa(f, theta0 if opt is None else opt.theta, lower)
+    if opt.converged and dev.has_gradient:
+        _polish(fg, opt, lower)
     doubtful = opt.converged and check_optimum(f, opt)
     if doubtful and optimizer == "auto" and opt.optimizer == "L-BFGS-B":
         # L-BFGS-B can stop on a stalled line search with the slope still large (seen on a
@@ -148,6 +151,17 @@ def _optimize(dev, terms, cp, n: int, optimizer: str, warn: bool = True):
             stacklevel=4,
         )
     return opt
+
+
+def _polish(fg, opt, lower) -> None:
+    """Newton steps on the analytic gradient to the optimum itself (see _polish.py)."""
+    try:
+        x, fx, k = newton_polish(fg, opt.theta, lower)
+    except (DataError, FloatingPointError, np.linalg.LinAlgError):
+        return
+    opt.feval += k
+    if fx <= opt.fmin + ROUNDING * abs(opt.fmin):
+        opt.theta, opt.fmin = x, fx
 
 
 def _package(formula, reml, frame: ModelFrame, rows: RowData, keep, dev, opt, dropped, name):

@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from . import _assemble_many
+from . import _assemble_many, _many_scalar
 from ._errors import ArgumentError, DataError, LMMError
 from ._lmer import OPTIMIZERS, RankDeficiencyWarning, _check_term_columns, _optimize
 from ._many_result import ManyFits, ResponseDesign
+from ._many_scalar import ScalarDesign, ScalarDeviance
 from ._optimize import DECREMENT_TOL
 from ._pls import ProfiledDeviance
 from ._rank import independent_columns
@@ -165,6 +166,8 @@ class _Context:
     ldW: float
     reml: bool
     optimizer: str
+    scalar: ScalarDesign | None = None  # the compiled objective, where it applies
+    has_gradient: bool = False  # as the factorization lmer() would choose
 
     def cross_products(self, g: int) -> CrossProducts:
         """Response g's blocks of [Z X y]'W[Z X y], as lmer() builds them."""
@@ -220,13 +223,21 @@ def _fit_group(frame, Y, cols, REML, optimizer, threads, out: _Results) -> Respo
         ldW=0.0 if frame.weights is None else float(np.sum(np.log(frame.weights))),
         reml=REML, optimizer=optimizer,
     )  # fmt: skip
+    if _many_scalar.applies(frame.terms):
+        # only where lmer() optimizes with the gradient, and so polishes to the optimum
+        # itself (_polish.py): without it, lmer()'s end point depends on rounding
+        probe = ProfiledDeviance(ctx.cross_products(0), frame.terms, frame.n, REML, ctx.ldW)
+        if probe.has_gradient and optimizer != "bobyqa":
+            ctx.scalar = _many_scalar.ScalarDesign(cp, frame.terms)
+            ctx.has_gradient = True
     constant = np.ptp(raw, axis=0) == 0 if len(raw) else np.ones(Y.shape[1], bool)
     G = Y.shape[1]
     nchunks = min(threads, G)
     bounds = [(c * G // nchunks, (c + 1) * G // nchunks) for c in range(nchunks)]
 
     def work(lo_hi):
-        like = None  # per thread: CHOLMOD's factor object is not shared between threads
+        # per thread: CHOLMOD's factor object and the kernel's work arrays are not shared
+        like = ctx.scalar.kernel(len(keep) + 1) if ctx.scalar is not None else None
         for g in range(*lo_hi):
             like = _fit_response(ctx, g, cols[g], constant[g], like, out)
 
@@ -250,7 +261,11 @@ def _fit_response(ctx: _Context, g: int, at: int, constant: bool, like, out: _Re
     cp = ctx.cross_products(g)
     frame = ctx.frame
     try:
-        dev = ProfiledDeviance(cp, frame.terms, frame.n, ctx.reml, ctx.ldW, like=like)
+        if ctx.scalar is not None:
+            dev = ScalarDeviance(like, cp, frame.terms, frame.n, ctx.reml, ctx.ldW,
+                                 ctx.has_gradient)  # fmt: skip
+        else:
+            dev = ProfiledDeviance(cp, frame.terms, frame.n, ctx.reml, ctx.ldW, like=like)
         opt = _optimize(dev, frame.terms, cp, frame.n, ctx.optimizer, warn=False)
         dec = dev.decompose(opt.theta)
     except (LMMError, FloatingPointError, np.linalg.LinAlgError) as e:
@@ -266,7 +281,7 @@ def _fit_response(ctx: _Context, g: int, at: int, constant: bool, like, out: _Re
     lower = np.concatenate([t.theta_lower() for t in frame.terms])
     out.singular[at] = bool(np.any(opt.theta[lower == 0] < SINGULAR_TOL))
     out.opt[at] = opt
-    return dev.factor
+    return like if ctx.scalar is not None else dev.factor
 
 
 def _response_blocks(rows: RowData, frame: ModelFrame, Y: np.ndarray, threads: int):
