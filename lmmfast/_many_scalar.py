@@ -82,6 +82,7 @@ class ScalarDeviance(ProfiledDeviance):
         Z2 = np.ascontiguousarray(np.concatenate([z[:, 0, :] for z in cp.ZXY[1:]])
                                   if len(cp.ZXY) > 1 else np.zeros((0, self.p + 1)))  # fmt: skip
         self._inputs = (Z1, Z2, np.ascontiguousarray(cp.XtXy))
+        kernel.set_response(*self._inputs)  # the thread's kernel serves one response at a time
         self._grad = np.zeros(len(terms))
         self._nmp = float(n - self.p if reml else n)
 
@@ -94,7 +95,6 @@ class ScalarDeviance(ProfiledDeviance):
         return "scalar"
 
     def _run(self, theta, want_grad: bool) -> Decomposition:
-        self.kernel.set_response(*self._inputs)
         status = self.kernel.evaluate(np.asarray(theta, dtype=np.float64), self._grad,
                                       want_grad, self.reml, self._nmp)  # fmt: skip
         if status == 1:

@@ -6,8 +6,9 @@ to ~1e-7 from the optimum in flat directions; which iteration meets the test dep
 the last bits of the objective, so two evaluations of the same function that differ by
 rounding (another factorization, another order of sums) can stop 1e-7 apart.  From
 there one Newton step on the analytic gradient (Hessian by central differences of the
-gradient) lands within ~1e-12, so the answer no longer depends on the path: lmer() and
-lmer_many() (src/_scalar_crossed.pyx) give the same theta to 1e-10.
+gradient, computed once and reused by the next steps) lands within ~1e-12, so the
+answer no longer depends on the path: lmer() and lmer_many() (src/_scalar_crossed.pyx)
+give the same theta to 1e-10.
 
 A step is kept only if the objective does not rise by more than rounding (1e-13
 relative); parameters held at a bound with the gradient pushing outwards stay there.
@@ -28,12 +29,15 @@ def newton_polish(fg, x: np.ndarray, lower: np.ndarray):
     x = np.array(x, dtype=np.float64)
     f, g = fg(x)
     nevals = 1
+    H, free0 = None, None
     for _ in range(STEPS):
         free = ~((x <= lower) & (g >= 0))
         if not free.any():
             break
-        H, k = _hessian(fg, x, g, lower, free)
-        nevals += k
+        if H is None or not np.array_equal(free, free0):  # later steps reuse the Hessian
+            H, k = _hessian(fg, x, g, lower, free)
+            free0 = free
+            nevals += k
         try:
             if np.any(np.linalg.eigvalsh(H) <= 0):
                 break
