@@ -83,7 +83,6 @@ class ScalarDeviance(ProfiledDeviance):
                                   if len(cp.ZXY) > 1 else np.zeros((0, self.p + 1)))  # fmt: skip
         self._inputs = (Z1, Z2, np.ascontiguousarray(cp.XtXy))
         kernel.set_response(*self._inputs)  # the thread's kernel serves one response at a time
-        self._grad = np.zeros(len(terms))
         self._nmp = float(n - self.p if reml else n)
 
     @property
@@ -95,8 +94,8 @@ class ScalarDeviance(ProfiledDeviance):
         return "scalar"
 
     def _run(self, theta, want_grad: bool) -> Decomposition:
-        status = self.kernel.evaluate(np.asarray(theta, dtype=np.float64), self._grad,
-                                      want_grad, self.reml, self._nmp)  # fmt: skip
+        self.kernel.theta[:] = theta
+        status = self.kernel.evaluate(want_grad, self.reml, self._nmp)
         if status == 1:
             raise DataError("the random-effects system is not positive definite")
         if status == 2:
@@ -117,4 +116,4 @@ class ScalarDeviance(ProfiledDeviance):
     def value_and_gradient(self, theta):
         self.nevals += 1
         dec = self._run(theta, True)
-        return self.objective(dec), self._grad.copy()
+        return self.objective(dec), self.kernel.grad.copy()

@@ -36,7 +36,9 @@ cdef class ScalarCrossed:
     cdef double[::1] L1, W, u, b, s, work
     cdef double[:, ::1] c1, S, c2, Sinv, V, H, Gv, P
     cdef public object R  # (p1, p1) numpy: R of the last evaluation
+    cdef public object theta, grad  # (K,) numpy: evaluate() reads theta, writes grad
     cdef double[:, ::1] Rv
+    cdef double[::1] thv, gv
     cdef public double ldL2, ldRX2, pwrss
 
     def __init__(self, const double[::1] d1, const int64_t[::1] ptr, const int64_t[::1] row,
@@ -55,21 +57,23 @@ cdef class ScalarCrossed:
         self.P = np.zeros((p1, p1))
         self.R = np.zeros((p1, p1))
         self.Rv = self.R
+        self.theta, self.grad = np.zeros(self.K), np.zeros(self.K)
+        self.thv, self.gv = self.theta, self.grad
 
     def set_response(self, const double[:, ::1] Z1, const double[:, ::1] Z2,
                      const double[:, ::1] XtXy):
         """Z_1'W[X y] (l1, p1), Z_rest'W[X y] (m, p1), [X y]'W[X y] (p1, p1)."""
         self.Z1, self.Z2, self.XtXy = Z1, Z2, XtXy
 
-    def evaluate(self, const double[::1] theta, double[::1] grad, bint want_grad, bint reml,
-                 double nmp):
-        """Factor at theta (sets ldL2, ldRX2, pwrss, R); with want_grad also grad.
-        Returns 0, or 1 if S and 2 if the Schur complement of [X y] is not positive definite."""
+    def evaluate(self, bint want_grad, bint reml, double nmp):
+        """Factor at self.theta (sets ldL2, ldRX2, pwrss, R); with want_grad also self.grad.
+        Returns 0, or 1 if S and 2 if the Schur complement of [X y] is not positive definite.
+        (No array arguments: converting them costs more than a small evaluation.)"""
         cdef int status
         with nogil:
-            status = self._factor(theta)
+            status = self._factor(self.thv)
             if status == 0 and want_grad:
-                status = self._gradient(theta, grad, reml, nmp)
+                status = self._gradient(self.thv, self.gv, reml, nmp)
         return status
 
     cdef int _factor(self, const double[::1] theta) noexcept nogil:
