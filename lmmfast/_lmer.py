@@ -121,6 +121,8 @@ def _optimize(dev, terms, cp, n: int, optimizer: str, warn: bool = True):
         opt = lbfgs(fg, theta0, lower)
     if opt is None or (optimizer == "auto" and not opt.converged):
         opt = bobyqa(f, theta0 if opt is None else opt.theta, lower)
+    if opt.optimizer == "L-BFGS-B" and opt.converged:
+        opt = _off_the_boundary(fg, opt, lower)
     if opt.converged and dev.has_gradient:
         _polish(fg, opt, lower)
     doubtful = opt.converged and check_optimum(f, opt)
@@ -131,6 +133,8 @@ def _optimize(dev, terms, cp, n: int, optimizer: str, warn: bool = True):
         polished.feval += opt.feval
         if polished.fmin <= opt.fmin:
             opt = polished
+            if opt.converged:  # from BOBYQA's end (1e-8 in theta) to the optimum itself
+                _polish(fg, opt, lower)
         doubtful = opt.converged and check_optimum(f, opt)
     opt.to_theta_scale(scale)
     if doubtful and warn:
@@ -151,6 +155,22 @@ def _optimize(dev, terms, cp, n: int, optimizer: str, warn: bool = True):
             stacklevel=4,
         )
     return opt
+
+
+NEAR_BOUND = 1e-10
+
+
+def _off_the_boundary(fg, opt, lower):
+    """A scalar term's theta stopped a hair above 0 (e.g. 1e-16, from rounding in a projected
+    step) is where the objective is flat (it is even in that theta) but not its optimum;
+    L-BFGS-B's probe away from the bound only looks at exact zeros.  Restart from the bound
+    itself and keep the better end point."""
+    near = (lower == 0) & (opt.theta > 0) & (opt.theta < NEAR_BOUND)
+    if not near.any():
+        return opt
+    again = lbfgs(fg, np.where(near, 0.0, opt.theta), lower)
+    again.feval += opt.feval
+    return again if again.converged and again.fmin <= opt.fmin else opt
 
 
 def _polish(fg, opt, lower) -> None:

@@ -250,7 +250,8 @@ def _fit_group(frame, Y, cols, REML, optimizer, threads, out: _Results) -> Respo
                 list(pool.map(work, bounds))
     column = dict(zip(np.asarray(cols).tolist(), range(G)))
     return ResponseDesign(frame=frame, keep=keep, dropped=dropped, column=column, Y=raw,
-                          reml=REML, optimizer=optimizer)  # fmt: skip
+                          reml=REML, optimizer=optimizer,
+                          compiled=ctx.scalar is not None)  # fmt: skip
 
 
 def _fit_response(ctx: _Context, g: int, at: int, constant: bool, like, out: _Results):

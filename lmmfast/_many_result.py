@@ -28,6 +28,7 @@ class ResponseDesign:
     Y: np.ndarray  # (n, G) the responses on the frame's rows (before any offset)
     reml: bool
     optimizer: str
+    compiled: bool = False  # the objective was the compiled scalar-terms kernel
 
     @property
     def theta_names(self) -> list[str]:

@@ -11,7 +11,8 @@ answer no longer depends on the path: lmer() and lmer_many() (src/_scalar_crosse
 give the same theta to 1e-10.
 
 A step is kept only if the objective does not rise by more than rounding (1e-13
-relative); parameters held at a bound with the gradient pushing outwards stay there.
+relative); parameters held at a bound with the gradient pushing outwards stay there, and
+one within 1e-6 of its bound is put on it if that costs no more than rounding.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 STEPS = 3
 ROUNDING = 1e-13  # relative rise of the objective accepted as rounding
 STEP_TOL = 1e-12  # stop when the step is below this (relative to max(|x|, 1))
+SNAP = 1e-6  # a bounded parameter this close to its bound is tried on it
 
 
 def newton_polish(fg, x: np.ndarray, lower: np.ndarray):
@@ -54,6 +56,16 @@ def newton_polish(fg, x: np.ndarray, lower: np.ndarray):
         x, f, g = xn, fn, gn
         if np.max(np.abs(step)) <= STEP_TOL * max(1.0, float(np.max(np.abs(x)))):
             break
+    # a bounded parameter within SNAP of its bound, where the objective is flat to rounding
+    # (the gradient's rounding error grows as 1/theta there): on the bound, as lme4 ends
+    near = np.flatnonzero((x > lower) & (x < lower + SNAP))
+    if len(near):
+        xs = x.copy()
+        xs[near] = lower[near]
+        fs = fg(xs)[0]
+        nevals += 1
+        if fs <= f + ROUNDING * abs(f):
+            x, f = xs, fs
     return x, f, nevals
 
 
