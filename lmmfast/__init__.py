@@ -27,6 +27,8 @@ from ._errors import (
 from ._inference.anova import anova
 from ._inference.ranova import ranova
 from ._lmer import RankDeficiencyWarning, lmer
+from ._many import lmer_many
+from ._many_result import ManyFits
 from ._persist import PersistenceError, load
 from ._result import LmerFit
 
@@ -34,6 +36,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmer",
+    "lmer_many",
+    "ManyFits",
     "anova",
     "ranova",
     "load",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,8 +12,6 @@ from numpy.typing import ArrayLike
 from ._control import OPTIMIZERS, Control, logger, traced
 from ._errors import (
     ArgumentError,
-    ConvergenceError,
-    ConvergenceWarning,
     DataError,
     DuplicateTermWarning,
     FormulaError,
@@ -259,6 +256,13 @@ def _minimize(dev: ProfiledDeviance, control: Control):
         lbfgs_options=KRYLOV_LBFGS if krylov else None,
         check=(lambda o: krylov_check(fg, o)) if krylov else None,  # Hessian from gradients
     )  # fmt: skip
+    if not krylov and opt.converged and dev.has_gradient:
+        # a scalar theta a hair above 0, and the last digits of the optimum: Newton steps on
+        # the analytic gradient, so that the end point does not depend on the path taken
+        # (lmer_many's fits equal lmer's to 1e-8)
+        if opt.optimizer == "L-BFGS-B":
+            opt = _off_the_boundary(fg, opt, lower)
+        _polish(fg, opt, lower)
     opt.to_theta_scale(scale)
     if krylov:
         opt.krylov = krylov_report(dev, opt)
@@ -282,32 +286,6 @@ def _minimize(dev: ProfiledDeviance, control: Control):
             control,
         )
     return opt
-
-
-def _convergence(message: str, control: Control) -> None:
-    logger.warning(message)
-    if control.check_conv == "stop":
-        raise ConvergenceError(message)
-    if control.check_conv == "warning":
-        warnings.warn(message, ConvergenceWarning, stacklevel=5)
-
-
-def _refit_stored(fit: LmerFit, reml: bool) -> LmerFit:
-    """The model refitted (by ML for anova and profiles) from its stored cross-products A,
-    without the rows: every field except the row-level ones (fitted values, residuals,
-    simulate, refit), which then need data=."""
-    stored = fit._objective
-    dev = stored.deviance(reml)
-    opt = _minimize(dev, fit._optimizer)
-    dec = dev.decompose(opt.theta)
-    us = dev.factor.spherical_modes(dec.beta)
-    bs = [u @ T.T for T, u in zip(dev.Ts(opt.theta), us)]
-    return replace(
-        fit, reml=reml, theta=opt.theta, beta=dec.beta, sigma=dev.sigma(dec),
-        objective=dev.objective(dec), RX=dec.RX, optsummary=opt, fitted_values=None,
-        terms=[replace(t, b=b[t.order]) for t, b in zip(fit.terms, bs)],
-        _factor=dev.factor, _rows=None, _frame=None, _dev=dev, _objective=stored,
-    )  # fmt: skip
 
 
 def _package(formula, reml, frame: ModelFrame, rows: RowData, keep, dev, opt, dropped, name):

@@ -230,6 +230,21 @@ class LmerFit:
         fit.offset_name = self.offset_name
         return fit
 
+    def refit_many(self, Y, threads: int | None = None):
+        """The same model fitted to many responses at once (the columns of Y, n x G, one row
+        per row used; e.g. simulate(nsim)): a ManyFits, each response as refit() would fit
+        it, sharing one pass over the design. The fast path for bootstrap and power."""
+        _require_rows(self, "refit_many()")
+        if self._frame is None:
+            raise NeedsDataError(
+                "refit_many() needs the rows, which a loaded or unpickled fit does not keep; "
+                "fit the data with lmer() again, or use lmmfast.lmer_many(formula, data, Y)"
+            )
+        from ._many import fit_responses
+
+        rhs = self.formula.partition("~")[2].strip()
+        return fit_responses(rhs, self._frame, Y, self.reml, self._optimizer, threads)
+
     def simulate(self, nsim: int = 1, seed: Any = None, data: Any = None) -> pd.DataFrame:
         """Responses simulated from the fitted model (lme4's simulate()): new random effects
         b ~ N(0, sigma^2 Lambda Lambda') and errors e ~ N(0, sigma^2 / w); columns sim_1..

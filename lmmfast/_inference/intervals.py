@@ -3,8 +3,6 @@ confint(method = "Wald" | "boot"); the parameter vector lme4 names in confint().
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -53,12 +51,8 @@ def confint_boot(fit, level: float, nsim: int, seed) -> pd.DataFrame:
     if nsim < 2:
         raise ArgumentError("a bootstrap needs nsim >= 2 simulations")
     sims = fit.simulate(nsim, seed)
-    draws = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # singular or hard refits of simulated data
-        for col in sims:
-            draws.append(parameters(fit.refit(sims[col].to_numpy())).to_numpy())
-    draws = np.array(draws)
+    # all refits in one lmer_many pass (each as fit.refit would do it); failures are NaN
+    draws = fit.refit_many(sims).parameters().to_numpy()
     lo, hi = 0.5 - level / 2, 0.5 + level / 2
     return pd.DataFrame(
         {_pct(lo): np.nanquantile(draws, lo, axis=0), _pct(hi): np.nanquantile(draws, hi, axis=0)},
