@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,8 @@ from numpy.typing import ArrayLike
 from ._control import OPTIMIZERS, Control, logger, traced
 from ._errors import (
     ArgumentError,
+    ConvergenceError,
+    ConvergenceWarning,
     DataError,
     DuplicateTermWarning,
     FormulaError,
@@ -20,8 +23,9 @@ from ._errors import (
 from ._factor.krylov import LBFGS_OPTIONS as KRYLOV_LBFGS
 from ._factor.krylov import check_optimum as krylov_check
 from ._factor.krylov import report as krylov_report
-from ._optimize import minimize_theta
+from ._optimize import lbfgs, minimize_theta
 from ._pls import ProfiledDeviance
+from ._polish import ROUNDING, newton_polish
 from ._rank import independent_columns
 from ._result import LmerFit, TermInfo
 from ._sources.batched import StreamFrame
@@ -286,6 +290,64 @@ def _minimize(dev: ProfiledDeviance, control: Control):
             control,
         )
     return opt
+
+
+def _optimize(dev: ProfiledDeviance, terms, cp, n: int, optimizer: str, warn: bool = True):
+    """_minimize with an optimizer's name (lmer_many: without warnings, it reports per fit)."""
+    return _minimize(dev, Control(optimizer=optimizer, check_conv="warning" if warn else "ignore"))
+
+
+NEAR_BOUND = 1e-10
+
+
+def _off_the_boundary(fg, opt, lower):
+    """A scalar term's theta stopped a hair above 0 (e.g. 1e-16, from rounding in a projected
+    step) is where the objective is flat (it is even in that theta) but not its optimum;
+    L-BFGS-B's probe away from the bound only looks at exact zeros.  Restart from the bound
+    itself and keep the better end point."""
+    near = (lower == 0) & (opt.theta > 0) & (opt.theta < NEAR_BOUND)
+    if not near.any():
+        return opt
+    again = lbfgs(fg, np.where(near, 0.0, opt.theta), lower)
+    again.feval += opt.feval
+    return again if again.converged and again.fmin <= opt.fmin else opt
+
+
+def _polish(fg, opt, lower) -> None:
+    """Newton steps on the analytic gradient to the optimum itself (see _polish.py)."""
+    try:
+        x, fx, k = newton_polish(fg, opt.theta, lower)
+    except (DataError, FloatingPointError, np.linalg.LinAlgError):
+        return
+    opt.feval += k
+    if fx <= opt.fmin + ROUNDING * abs(opt.fmin):
+        opt.theta, opt.fmin = x, fx
+
+
+def _convergence(message: str, control: Control) -> None:
+    logger.warning(message)
+    if control.check_conv == "stop":
+        raise ConvergenceError(message)
+    if control.check_conv == "warning":
+        warnings.warn(message, ConvergenceWarning, stacklevel=5)
+
+
+def _refit_stored(fit: LmerFit, reml: bool) -> LmerFit:
+    """The model refitted (by ML for anova and profiles) from its stored cross-products A,
+    without the rows: every field except the row-level ones (fitted values, residuals,
+    simulate, refit), which then need data=."""
+    stored = fit._objective
+    dev = stored.deviance(reml)
+    opt = _minimize(dev, fit._optimizer)
+    dec = dev.decompose(opt.theta)
+    us = dev.factor.spherical_modes(dec.beta)
+    bs = [u @ T.T for T, u in zip(dev.Ts(opt.theta), us)]
+    return replace(
+        fit, reml=reml, theta=opt.theta, beta=dec.beta, sigma=dev.sigma(dec),
+        objective=dev.objective(dec), RX=dec.RX, optsummary=opt, fitted_values=None,
+        terms=[replace(t, b=b[t.order]) for t, b in zip(fit.terms, bs)],
+        _factor=dev.factor, _rows=None, _frame=None, _dev=dev, _objective=stored,
+    )  # fmt: skip
 
 
 def _package(formula, reml, frame: ModelFrame, rows: RowData, keep, dev, opt, dropped, name):
