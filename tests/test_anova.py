@@ -199,3 +199,63 @@ def test_contest_and_anova_refuse_bad_arguments():
         lmmfast.anova(ml, ddf="kenward-roger")
     L = pd.DataFrame([[0, 1, 0, 0]], columns=fit.xnames)
     assert np.isclose(fit.contest(L)["F value"].iloc[0], fit.contest([0, 1, 0, 0])["F value"][0])
+
+
+# --- the term structure as R's terms() gives it (lmerTest's reading of it) ---------------------
+TERMS_REF = json.loads((Path(__file__).parent / "reference" / "refs_anova_terms.json").read_text())
+
+
+def _fit_terms(model: str):
+    """The models of refs_anova_terms.R; contrasts= as lmer's argument."""
+    call = TERMS_REF["anova"][model]["call"]
+    m = re.match(r"lmer\((.*), data = (\w+)(?:, contrasts = list\((\w+) = \"contr\.(\w+)\"\))?"
+                 r", control = ctrl\)", call)  # fmt: skip
+    contrasts = {m.group(3): m.group(4)} if m.group(3) else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return lmmfast.lmer(m.group(1), DATA[m.group(2)], contrasts=contrasts)
+
+
+@pytest.mark.parametrize("model", sorted(TERMS_REF["anova"]))
+def test_anova_term_structure_matches_lmertest(model):
+    # recipe/temperature: terms() codes recipe by indicators in recipe:temperature, so recipe
+    # is contained in no term (types 2 and 3 differ from a by-variables containment);
+    # recipe * poly(temp, 2): a matrix variable is not numeric for lmerTest; helmert coding
+    # given as contrasts=: type III is the treatment coding's.  At lme4's theta, 1e-6.
+    e = TERMS_REF["anova"][model]
+    fit = _fit_terms(model)
+    assert fit.xnames == e["xnames"]
+    fit = at_theta(fit, e["theta"])
+    assert abs(fit.objective - e["objective"]) < 1e-8 * e["objective"]
+    for ddf in ("satterthwaite", "kenward-roger"):
+        for t in (1, 2, 3):
+            if f"{ddf}_{t}" not in e:  # see refs_anova_terms.R (cake_poly, type 1)
+                continue
+            ref = e[f"{ddf}_{t}"]
+            _check(lmmfast.anova(fit, type=t, ddf=ddf), ref, TOL_AT_THETA, (model, ddf, t))
+
+
+def test_sum_coding_by_the_contrasts_argument_matches_lmertest():
+    # the reference's own call: lmer(..., contrasts = list(fExp = "contr.sum"))
+    e = REF["anova"]["rikz_exposure_sum"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = lmmfast.lmer("Richness ~ NAP * fExp + (1 | Beach)", DATA["RIKZ"],
+                           contrasts={"fExp": "sum"})  # fmt: skip
+    fit = at_theta(fit, e["theta"])
+    for t in (1, 2, 3):
+        _check(lmmfast.anova(fit, type=t), e[f"satterthwaite_{t}"], TOL_AT_THETA, t)
+
+
+def test_type3_of_a_fit_missing_a_cell_is_refused():
+    # no row with recipe C at temperature 225: the fit drops a column; lmerTest's type III
+    # hypotheses then come from the data's rows, which the grid does not reproduce
+    c = DATA["cake"]
+    d = c[~((c["recipe"] == "C") & (c["temperature"] == "225"))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = lmmfast.lmer("angle ~ recipe * temperature + (1 | recipe:replicate)", d)
+    assert fit.dropped_columns
+    with pytest.raises(ArgumentError, match="rank-deficient"):
+        lmmfast.anova(fit, type=3)
+    assert lmmfast.anova(fit, type=1).shape[0] == 3  # types 1 and 2 use the data's X'X

@@ -1,8 +1,9 @@
 """lmerTest's hypothesis matrices for the per-term F tests of anova(fit, type = 1 | 2 | 3).
 
-The fixed-effects terms are read from the model spec (formulaic's, or the plain-column
-spec): a term's label as R writes it, its variables, which of them are numeric, and the
-columns of X it owns.  Then, as lmerTest 3.1:
+The fixed-effects terms are those of R's terms() (the fit's Design, rterms.py): a term's
+label as R writes it, its variables, how terms() codes each (the "factors" attribute: 1
+by contrasts, 2 by indicators), which are numeric, and the columns of X it owns.  Then,
+as lmerTest 3.1:
 
 * type 1 (get_contrasts_type1): rows of t(doolittle(X'X)$L), the sequential hypotheses;
 * type 2 (get_contrasts_type2_unfolded): terms contained in no other term get the marginal
@@ -11,25 +12,28 @@ columns of X it owns.  Then, as lmerTest 3.1:
 * type 3 (get_contrasts_type3 / extract_contrasts_type3): the term's overparameterized
   columns (all level combinations, rdX) expressed in X's columns, L = t(ginv(X) rdX), each
   term's columns orthogonalized to those of the terms containing it (highest order first).
-  It depends on the column space only, so on no contrast coding.  X and rdX are evaluated
-  on a grid of every level combination (numeric variables drawn at random): the identity
-  X B = rdX is algebraic, so B is that of the data whenever the data have every cell.
+  With another coding than contr.treatment, the hypotheses of the treatment-coded design
+  are mapped to the fit's coefficients by ginv(X_treatment) X, so type 3 depends on no
+  contrast coding.  X and rdX are evaluated on a grid of the variables' values (every level
+  combination of the factors, numeric variables drawn at random): the identity X B = rdX is
+  algebraic in them, so B is that of the data whenever X has on the data the rank it has on
+  the grid (a fit whose data lack a cell has not: refused, see _type3).
 
 A term contains another (lmerTest's term_contain) if it has all its variables and more,
-with the same numeric variables.
+with the same numeric variables; as lmerTest, a term's variables are those terms() codes 1,
+and only a plain numeric variable is numeric (a matrix such as poly(x, 2) is not).
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from .._errors import ArgumentError
-from .._sources.frame import _r_name, evaluate_columns
+from .._sources.design import Design
+from .._sources.rvalues import Factor, Matrix
 
 MAX_GRID = 200_000  # rows of the type-3 grid (level combinations x draws)
 
@@ -39,58 +43,54 @@ class FixedTerm:
     """A term of the fixed-effects formula."""
 
     label: str  # as R writes it: "recipe", "recipe:temp", "factor(x)"
-    factors: tuple[str, ...]  # formulaic factor expressions, in the term's order
-    numeric: tuple[bool, ...]  # which factors are numeric
+    variables: tuple[str, ...]  # its variables, in R's order
+    coded: frozenset  # the variables terms() codes 1 (lmerTest's get_vars)
+    numeric: frozenset  # those of them that are numeric (dataClasses "numeric")
     cols: tuple[int, ...]  # columns of X (the kept ones, fit.xnames order)
+    full: tuple[int, ...]  # columns of the full model matrix (before rank-deficient drops)
 
     @property
     def order(self) -> int:
-        return len(self.factors)
+        return len(self.variables)
 
 
 def fixed_terms(fit) -> tuple[bool, list[FixedTerm]]:
     """(has intercept, terms) of the fit's fixed-effects formula, in R's term order."""
-    return _terms_of(fit._fixed_spec, fit.formula, fit.xnames)
+    design = _design(fit)
+    intercept, terms = design.terms()
+    kept = {j: i for i, j in enumerate(_keep(fit, design))}
+    out = []
+    for t in terms:
+        coded = frozenset(v for v, c in zip(t.variables, t.by_contrasts) if c)
+        numeric = frozenset(v for v, k in zip(t.variables, t.kinds) if k == "numeric")
+        cols = tuple(kept[j] for j in t.columns if j in kept)
+        out.append(FixedTerm(t.label, t.variables, coded, numeric & coded, cols, t.columns))
+    return intercept and 0 in kept, out
 
 
-def _terms_of(spec, formula: str, xnames) -> tuple[bool, list[FixedTerm]]:
-    index = {name: j for j, name in enumerate(xnames)}
-    if isinstance(spec, tuple):  # plain numeric columns
-        _, intercept, names = spec
-        terms = [FixedTerm(n, (n,), (True,), (index[n],)) for n in names if n in index]
-        return bool(intercept) and "(Intercept)" in index, terms
-    intercept, terms = False, []
-    for st in spec.structure:
-        factors = tuple(str(f.expr) for f in st.term.factors)
-        cols = tuple(index[c] for c in (_r_name(c, formula) for c in st.columns) if c in index)
-        if factors in ((), ("1",)):
-            intercept = bool(cols)
-            continue
-        numeric = tuple(_kind(spec, f) != "categorical" for f in factors)
-        terms.append(FixedTerm(_r_name(str(st.term), formula), factors, numeric, cols))
-    return intercept, terms
+def _design(fit) -> Design:
+    spec = fit._fixed_spec
+    if isinstance(spec, Design):
+        return spec
+    if isinstance(spec, tuple) and spec[0] == "columns":
+        return Design.of_columns(bool(spec[1]), list(spec[2]))
+    raise ArgumentError(
+        "this fit's fixed-effects formula is stored in an old format (a fit saved by an "
+        "earlier lmmfast) that anova() cannot read; refit the model"
+    )
 
 
-def _kind(spec, factor: str) -> str:
-    state = spec.encoder_state.get(factor)
-    if state is None:
-        return "numerical"
-    kind = state[0]
-    return str(getattr(kind, "value", kind)).lower()
+def _keep(fit, design: Design) -> list[int]:
+    return list(range(len(design.names))) if fit._keep is None else list(fit._keep)
 
 
 def containment(terms: list[FixedTerm]) -> dict[str, list[str]]:
-    """For each term, the terms that contain it (lmerTest's containment)."""
-    out = {}
-    for t in terms:
-        vt, nt = set(t.factors), {f for f, n in zip(t.factors, t.numeric) if n}
-        out[t.label] = [
-            u.label
-            for u in terms
-            if vt <= set(u.factors) and set(u.factors) - vt
-            and nt == {f for f, n in zip(u.factors, u.numeric) if n}
-        ]  # fmt: skip
-    return out
+    """For each term, the terms that contain it (lmerTest's containment / term_contain)."""
+    return {
+        t.label: [u.label for u in terms
+                  if t.coded <= u.coded and u.coded - t.coded and t.numeric == u.numeric]
+        for t in terms
+    }  # fmt: skip
 
 
 def hypothesis_matrices(fit, type) -> dict[str, np.ndarray]:
@@ -165,39 +165,40 @@ def _type2(fit, terms) -> dict[str, np.ndarray]:
 
 
 def _type3(fit, intercept, terms) -> dict[str, np.ndarray]:
-    grid = _grid(fit, terms)
-    spec, formula = fit._fixed_spec, fit.formula
-    X = np.column_stack(evaluate_columns(spec, grid))[:, fit._keep]
-    names, cols = _overparameterized(spec, formula, intercept, terms, grid)
-    explicit = any(_DROP_CONTRASTS.search(f) for t in terms for f in t.factors)
-    if not explicit and all(n in names for n in fit.xnames):  # R's default treatment coding
-        return _extract_type3(X, list(fit.xnames), names, cols, terms)
+    design = _design(fit)
+    keep = _keep(fit, design)
+    values = _grid(design, fit)
+    full = np.column_stack(design.columns_of(values)[0])
+    X = full[:, keep]
+    if len(_independent(full)) > len(keep) or len(_independent(X)) < len(keep):
+        # the data lack what the grid has (a level combination, ...): lmerTest's hypotheses
+        # come from the data's rows, which the grid does not reproduce then
+        raise ArgumentError(
+            "type III hypotheses of a rank-deficient fit (columns dropped: "
+            f"{', '.join(fit.dropped_columns) or 'none'}; e.g. a missing combination of factor "
+            "levels) are not computed; use type=1 or type=2, or contest() with your own "
+            "contrast matrix"
+        )
+    rd, rdnames = design.overparameterized(values)
+    factors = [k for k in design.kinds.values() if k["kind"] == "factor"]
+    if factors and all(k["contrast"] == "treatment" for k in factors):
+        return _extract_type3(X, list(fit.xnames), rdnames, rd, terms)
     # other codings (contr.sum, ...): as lmerTest, the hypotheses of the treatment-coded
-    # design, mapped to these coefficients by ginv(X_treatment) X
-    tspec, Xt, tnames = _treatment_design(spec, grid, formula)
-    t_int, t_terms = _terms_of(tspec, formula, tnames)
-    if len(t_terms) != len(terms):
-        raise ArgumentError("cannot match the terms of the treatment-coded design; use type=1 or 2")
-    names, cols = _overparameterized(tspec, formula, t_int, t_terms, grid)
-    Lt = _extract_type3(Xt, tnames, names, cols, t_terms)
+    # design (its independent columns), mapped to these coefficients by ginv(X_treatment) X
+    tdesign = design.with_contrasts("treatment")
+    tcols, tnames = tdesign.columns_of(values)
+    Xt = np.column_stack(tcols)
+    tkeep = _independent(Xt)
+    where = {j: i for i, j in enumerate(tkeep)}
+    t_terms = [
+        FixedTerm(t.label, t.variables, t.coded, t.numeric,
+                  tuple(where[j] for j in t.full if j in where), t.full)
+        for t in terms
+    ]  # fmt: skip
+    Xt = Xt[:, tkeep]
+    Lt = _extract_type3(Xt, [tnames[j] for j in tkeep], rdnames, rd, t_terms)
     M = _zapsmall(np.linalg.lstsq(Xt, X, rcond=None)[0])
-    return {t.label: Lt[u.label] @ M for t, u in zip(terms, t_terms)}
-
-
-def _treatment_design(spec, grid, formula: str):
-    """The same formula with every factor in R's default treatment coding, on the grid:
-    (spec, X with independent columns, their names)."""
-    from formulaic import model_matrix
-
-    text = _DROP_CONTRASTS.sub(r"C(\1)", str(spec.formula))
-    mm = model_matrix(text, grid)
-    X = mm.to_numpy(dtype=float)
-    keep = _independent(X)
-    tnames = [_r_name(c, formula) for c in np.array(mm.columns)[keep]]
-    return mm.model_spec, X[:, keep], tnames
-
-
-_DROP_CONTRASTS = re.compile(r"C\(\s*([^,()]+?)\s*,(?:[^()]|\([^()]*\))*\)")
+    return {t.label: Lt[t.label] @ M for t in terms}
 
 
 def _independent(X: np.ndarray, tol: float = 1e-7) -> list[int]:
@@ -244,69 +245,30 @@ def _zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
     return np.round(x, max(0, digits - int(np.ceil(np.log10(mx)))))
 
 
-_IDENT = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
-
-
-def _grid(fit, terms) -> pd.DataFrame:
-    """Every combination of the categorical variables' levels, each with random draws of
-    the numeric variables (enough for X to have full column rank)."""
-    spec = fit._fixed_spec
-    if isinstance(spec, tuple):
-        variables, levels = list(spec[2]), {}
-    else:
-        variables = sorted(spec.required_variables, key=str)
-        levels = {}
-        for t in terms:
-            for f, num in zip(t.factors, t.numeric):
-                if not num:
-                    raw = [v for v in _IDENT.findall(f) if v in variables] or [f]
-                    levels[raw[0]] = list(spec.encoder_state[f][1]["categories"])
-    cat = [v for v in variables if v in levels]
-    num = [v for v in variables if v not in levels]
-    combos = list(itertools.product(*[levels[v] for v in cat])) or [()]
-    m = 2 + 2 * len(num) + len(fit.xnames)
-    if len(combos) * m > MAX_GRID:
+def _grid(design: Design, fit) -> dict:
+    """The variables' values on a grid: every combination of the factors' levels, each
+    with random draws of the numeric and matrix variables (enough for X to have full
+    column rank)."""
+    kinds = design.kinds
+    factors = [lab for lab, k in kinds.items() if k["kind"] == "factor"]
+    others = [lab for lab in kinds if lab not in factors]
+    ncol = sum(kinds[lab].get("ncol", 1) for lab in others)
+    combos = list(itertools.product(*[range(len(design.levels(f))) for f in factors])) or [()]
+    m = 2 + 2 * ncol + len(fit.xnames)
+    n = len(combos) * m
+    if n > MAX_GRID:
         raise ArgumentError(
             f"type III hypotheses over {len(combos)} level combinations are too many; "
             "use type=1 or type=2"
         )
     rng = np.random.default_rng(20261201)
-    data = {v: [c[i] for c in combos for _ in range(m)] for i, v in enumerate(cat)}
-    for v in num:
-        data[v] = rng.uniform(0.5, 2.0, len(combos) * m)
-    return pd.DataFrame(data)
-
-
-def _overparameterized(spec, formula, intercept, terms, grid):
-    """rdX: per term, a column for every combination of its factors' levels (the first
-    factor varying fastest, as R's model.matrix(~ 0 + term)), times its numeric factors."""
-    n = len(grid)
-    names, cols = [], []
-    if intercept:
-        names.append("(Intercept)")
-        cols.append(np.ones(n))
-    for t in terms:
-        parts = []
-        for f, num in zip(t.factors, t.numeric):
-            if num:
-                parts.append([(_r_name(f, formula), _numeric(spec, f, grid))])
-            else:
-                raw = grid[[v for v in _IDENT.findall(f) if v in grid.columns][0]].to_numpy()
-                levs = spec.encoder_state[f][1]["categories"]
-                parts.append(
-                    [(_r_name(f"{f}[{lv}]", formula), (raw == lv).astype(float)) for lv in levs]
-                )
-        for combo in itertools.product(*reversed(parts)):  # first factor fastest
-            combo = combo[::-1]
-            names.append(":".join(c[0] for c in combo))
-            cols.append(np.prod([c[1] for c in combo], axis=0))
-    return names, cols
-
-
-def _numeric(spec, factor: str, grid: pd.DataFrame) -> np.ndarray:
-    if isinstance(spec, tuple) or factor in grid.columns:
-        return grid[factor].to_numpy(dtype=float)
-    from formulaic import model_matrix
-
-    mm = model_matrix("0 + " + factor, grid)
-    return mm.to_numpy(dtype=float)[:, 0]
+    values = {}
+    for i, f in enumerate(factors):
+        codes = np.repeat([c[i] for c in combos], m)
+        values[f] = Factor(codes, design.levels(f))
+    for lab in others:
+        if kinds[lab]["kind"] == "matrix":
+            values[lab] = Matrix(rng.uniform(0.5, 2.0, (n, kinds[lab]["ncol"])))
+        else:
+            values[lab] = rng.uniform(0.5, 2.0, n)
+    return values

@@ -22,6 +22,7 @@ from scipy import stats
 from .._errors import ArgumentError
 from .._sources.formula import _split_plus, parse_formula
 from .._sources.frame import lme4_order
+from .._sources.rexpr import deparse, parse
 
 COLUMNS = ["npar", "logLik", "AIC", "LRT", "Df", "Pr(>Chisq)"]
 
@@ -158,5 +159,5 @@ def _reduce(term, piece: str, n: int):
 
 
 def _display(expr: str) -> str:
-    """formulaic's spelling back to R's: C( -> factor(, ** -> ^."""
-    return expr.replace("C(", "factor(").replace(" ** ", "^").replace("**", "^").strip()
+    """R's spelling of a term's expression, as R deparses it: "0+g" -> "0 + g", ** -> ^."""
+    return deparse(parse(expr))

@@ -30,6 +30,17 @@ from .rterms import Terms, r_terms
 from .rvalues import Char, Factor, Logical, Matrix, as_factor
 
 
+@dataclass(frozen=True)
+class DesignTerm:
+    """A term of a formula's right-hand side as R's terms() and model.matrix see it."""
+
+    label: str  # R's term label: "recipe", "recipe:temp", "factor(x)"
+    variables: tuple[str, ...]  # its variables' labels, in variable (R's) order
+    kinds: tuple[str, ...]  # each variable's kind: "numeric", "matrix" or "factor"
+    by_contrasts: tuple[bool, ...]  # terms()'s "factors" attribute: 1 (True) or 2 (False)
+    columns: tuple[int, ...]  # its columns of the model matrix (positions in Design.names)
+
+
 @dataclass(eq=False)
 class Design:
     """How to compute a formula's model columns (the fitted state included)."""
@@ -53,6 +64,72 @@ class Design:
         ]  # fmt: skip
         cols, _ = _assemble(terms, values, self.kinds, len(data))
         return cols
+
+    def terms(self) -> tuple[bool, list[DesignTerm]]:
+        """(has intercept, the terms in R's order): each with R's label, its variables, and
+        its columns of the model matrix; from the stored state alone (no data)."""
+        terms = r_terms(self.rhs)
+        pos = 1 if terms.intercept else 0
+        out = []
+        for term, attr, code in zip(
+            terms.terms, terms.contrast_codes(), _model_codes(terms, self.kinds)
+        ):
+            order = sorted(term)
+            labels = tuple(terms.labels[v] for v in order)
+            width = int(np.prod([self._width(lab, code[v]) for v, lab in zip(order, labels)]))
+            out.append(DesignTerm(
+                terms.term_label(term), labels,
+                tuple(self.kinds[lab]["kind"] for lab in labels),
+                tuple(attr[v] for v in order), tuple(range(pos, pos + width)),
+            ))  # fmt: skip
+            pos += width
+        return terms.intercept, out
+
+    def levels(self, label: str) -> list[str]:
+        """The levels a factor variable had in the fit."""
+        return list(self.state["var:" + label]["levels"])
+
+    def _width(self, label: str, by_contrasts: bool) -> int:
+        kind = self.kinds[label]
+        if kind["kind"] == "factor":
+            return len(self.levels(label)) - bool(by_contrasts)
+        return kind["ncol"] if kind["kind"] == "matrix" else 1
+
+    def with_contrasts(self, name: str) -> Design:
+        """The same design with every factor coded by the contrasts `name` ("treatment")."""
+        kinds = {
+            lab: {**k, "contrast": name} if k["kind"] == "factor" else k
+            for lab, k in self.kinds.items()
+        }  # fmt: skip
+        return Design(self.rhs, kinds, self.state, [])
+
+    def columns_of(self, values: dict) -> tuple[list[np.ndarray], list[str]]:
+        """(model columns, names) from the variables' values rather than from data: label
+        -> ndarray (n,), Matrix or Factor (codes into the fit's levels), e.g. on a grid."""
+        terms = r_terms(self.rhs)
+        vals = [values[lab] for lab in terms.labels]
+        return _assemble(terms, vals, self.kinds, _length(vals[0]) if vals else 1)
+
+    def overparameterized(self, values: dict) -> tuple[list[np.ndarray], list[str]]:
+        """lmerTest's rank-deficient design (get_rdX) from the variables' values: the
+        intercept, then per term model.matrix(~ 0 + term), every factor by indicators."""
+        terms = r_terms(self.rhs)
+        vals = [values[lab] for lab in terms.labels]
+        n = _length(vals[0]) if vals else 1
+        cols = [np.ones(n)] if terms.intercept else []
+        names = ["(Intercept)"] if terms.intercept else []
+        for term in terms.terms:
+            tcols, tnames = _term_columns(terms, term, vals, self.kinds, dict.fromkeys(term, False))
+            cols += tcols
+            names += tnames
+        return cols, names
+
+    @classmethod
+    def of_columns(cls, intercept: bool, names: list[str]) -> Design:
+        """The Design of a plain sum of numeric data columns (frame.py's fast path)."""
+        rhs = " + ".join(["1" if intercept else "0", *names])
+        kinds = {n: {"kind": "numeric"} for n in names}
+        return cls(rhs, kinds, {}, (["(Intercept)"] if intercept else []) + list(names))
 
     def to_json(self) -> dict:
         return {"kind": "r", "rhs": self.rhs, "kinds": self.kinds, "state": self.state,
@@ -168,26 +245,45 @@ def _check_size(terms: Terms, values, n: int, rhs: str) -> None:
     )  # fmt: skip
 
 
-def _assemble(terms: Terms, values, kinds: dict, n: int):
+def _model_codes(terms: Terms, kinds: dict) -> list[dict[int, bool]]:
+    """Per term: variable -> coded by contrasts (True) or indicators, as model.matrix codes
+    it: R's TermCode, and without an intercept the first factor of the first term holding
+    one by indicators."""
     codes = terms.contrast_codes()
-    if not terms.intercept:  # R: the first factor of the first term with one gets indicators
+    if not terms.intercept:
         for term, code in zip(terms.terms, codes):
             first = [v for v in sorted(term) if kinds[terms.labels[v]]["kind"] == "factor"]
             if first:
                 code[first[0]] = False
                 break
+    return codes
+
+
+def _assemble(terms: Terms, values, kinds: dict, n: int):
     cols = [np.ones(n)] if terms.intercept else []
     names = ["(Intercept)"] if terms.intercept else []
-    for term, code in zip(terms.terms, codes):
-        tcols, tnames = [None], [""]
-        for v in sorted(term):
-            label = terms.labels[v]
-            vcols, vnames = _variable_columns(values[v], label, kinds[label], code[v])
-            tcols = [x if c is None else c * x for x in vcols for c in tcols]
-            tnames = [f"{m}:{vn}" if m else vn for vn in vnames for m in tnames]
-        cols += [np.ascontiguousarray(c) for c in tcols]
+    for term, code in zip(terms.terms, _model_codes(terms, kinds)):
+        tcols, tnames = _term_columns(terms, term, values, kinds, code)
+        cols += tcols
         names += tnames
     return cols, names
+
+
+def _term_columns(terms: Terms, term, values, kinds: dict, code: dict):
+    """A term's columns: the products of its variables' columns, the first fastest."""
+    tcols, tnames = [None], [""]
+    for v in sorted(term):
+        label = terms.labels[v]
+        vcols, vnames = _variable_columns(values[v], label, kinds[label], code[v])
+        tcols = [x if c is None else c * x for x in vcols for c in tcols]
+        tnames = [f"{m}:{vn}" if m else vn for vn in vnames for m in tnames]
+    return [np.ascontiguousarray(c) for c in tcols], tnames
+
+
+def _length(value) -> int:
+    if isinstance(value, Factor):
+        return len(value.codes)
+    return len(value.values) if isinstance(value, Matrix) else len(value)
 
 
 def _variable_columns(value, label: str, kind: dict, by_contrasts: bool):
