@@ -193,9 +193,7 @@ def minimize_theta(f, fg, theta0, lower, qs, optimizer: str = "auto") -> tuple[O
         if optimizer in ("auto", "lbfgs") and fg is not None:
             opt = lbfgs(fg, start, lower)
         if opt is None or (optimizer == "auto" and not opt.converged):
-            sub = bobyqa(f, start if opt is None else opt.theta, lower)
-            sub.feval += 0 if opt is None else opt.feval
-            opt = sub
+            opt = bobyqa(f, start if opt is None else opt.theta, lower)
         return opt
 
     def fit():
