@@ -212,9 +212,7 @@ def minimize_theta(
         if optimizer in ("auto", "lbfgs") and fg is not None:
             opt = lbfgs(fg, start, lower, maxeval, **(lbfgs_options or {}))
         if opt is None or (optimizer == "auto" and not opt.converged):
-            sub = bobyqa(f, start if opt is None else opt.theta, lower, **tol)
-            sub.feval += 0 if opt is None else opt.feval
-            opt = sub
+            opt = bobyqa(f, start if opt is None else opt.theta, lower, **tol)
         return opt
 
     def fit():

@@ -65,3 +65,38 @@ def test_the_references_cover_the_design_classes():
     assert sum(not r["singular"] for r in REFS.values()) >= 2
     gaps = [max(r["objectives"].values()) - r["objective"] for r in REFS.values()]
     assert max(gaps) > 1.0
+
+
+def test_the_fit_does_not_depend_on_the_blas_thread_setting():
+    # issue 8: 1,181 evaluations with default threads, 1,403 with one; now the fit runs on
+    # one BLAS thread whatever the caller set
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = _fit("kb07_rank_s8_ml")
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = _fit("kb07_rank_s8_ml")
+    assert two.optsummary.feval == one.optsummary.feval
+    np.testing.assert_array_equal(two.theta, one.theta)
+    assert two.objective == pytest.approx(one.objective, rel=1e-13)
+
+
+def test_a_false_optimum_of_the_cholesky_parametrization_is_left(monkeypatch):
+    # kb07_rank_s2 (REML): without restarts L-BFGS-B stops 5.4 and BOBYQA 1.3 above lme4,
+    # where a diagonal element of T is 0 and the column below it is not; from
+    # leave_singular's start both reach lme4's optimum (refs_crossed_slopes.json, 1e-6)
+    from lmmfast import _optimize
+    from lmmfast._optimize import leave_singular
+
+    ref = REFS["kb07_rank_s2_reml"]["objective"]
+    for optimizer in ("auto", "bobyqa"):
+        assert _fit("kb07_rank_s2_reml", optimizer=optimizer).objective <= ref * (1 + 1e-6)
+    monkeypatch.setattr(_optimize, "MAX_RESTARTS", 0)
+    for optimizer in ("auto", "bobyqa"):
+        stalled = _fit("kb07_rank_s2_reml", optimizer=optimizer)
+        assert stalled.objective > ref + 1.0
+        diag = np.concatenate([stalled.theta[[0, 4, 7, 9]], stalled.theta[[10, 14, 17, 19]]])
+        assert np.min(diag) == 0.0
+    start = leave_singular(np.array([1.0, 0.5, 0.2, 0.1, 0.0, 0.3, 0.2, 1.0, 0.1, 1.0]), [4])
+    assert start is not None and np.all(start[[0, 4, 7, 9]] > 0)
+    assert leave_singular(np.array([1.0, 0.5, 0.2, 0.1, 0.4, 0.3, 0.2, 1.0, 0.1, 1.0]), [4]) is None
