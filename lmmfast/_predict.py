@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._errors import DataError, FormulaError, MissingColumnError, NewLevelsError
+from ._errors import DataError, FormulaError, MissingColumnError, NeedsDataError, NewLevelsError
 from ._sources.formula import parse_formula
 from ._sources.frame import _as_frame, evaluate_columns
 from ._sources.rexpr import parse
@@ -23,7 +23,9 @@ def predict(fit, newdata, re_form, allow_new_levels: bool) -> pd.Series:
         if not use:
             return pd.Series(fit.fitted_marginal, index=fit.row_index, name="predicted")
         if fit._rows is None:
-            raise RuntimeError("predicting the fitted rows with re_form needs the fit's data")
+            raise NeedsDataError(
+                "predicting the fitted rows with re_form needs the rows: pass newdata=<the data>"
+            )
         # b in R's level order; the row pass indexes levels in internal order
         internal = [np.empty_like(z) for z in zeros]
         for t, z, out in zip(fit.terms, zeros, internal):

@@ -230,20 +230,19 @@ class LmerFit:
         fit.offset_name = self.offset_name
         return fit
 
-    def refit_many(self, Y, threads: int | None = None):
+    def refit_many(self, Y, threads: int | None = None, data: Any = None):
         """The same model fitted to many responses at once (the columns of Y, n x G, one row
         per row used; e.g. simulate(nsim)): a ManyFits, each response as refit() would fit
-        it, sharing one pass over the design. The fast path for bootstrap and power."""
+        it, sharing one pass over the design. The fast path for bootstrap and power.
+        A loaded or unpickled fit needs `data`, the rows it was fitted to."""
         _require_rows(self, "refit_many()")
-        if self._frame is None:
-            raise NeedsDataError(
-                "refit_many() needs the rows, which a loaded or unpickled fit does not keep; "
-                "fit the data with lmer() again, or use lmmfast.lmer_many(formula, data, Y)"
-            )
+        src = self._with_data(data, "refit_many()")
         from ._many import fit_responses
 
         rhs = self.formula.partition("~")[2].strip()
-        return fit_responses(rhs, self._frame, Y, self.reml, self._optimizer, threads)
+        opt = self._optimizer
+        name = getattr(opt, "optimizer", opt)  # a Control, or (older fits) its name
+        return fit_responses(rhs, src._frame, Y, self.reml, name, threads)
 
     def simulate(self, nsim: int = 1, seed: Any = None, data: Any = None) -> pd.DataFrame:
         """Responses simulated from the fitted model (lme4's simulate()): new random effects
@@ -574,7 +573,8 @@ class LmerFit:
         columns.  With newdata: newdata with .fitted and .fixed."""
         from ._present.tidy import augment
 
-        return augment(self, data, newdata)
+        fit = self if newdata is not None or data is None else self._with_data(data, "augment()")
+        return augment(fit, data, newdata)
 
     @property
     def plot(self):

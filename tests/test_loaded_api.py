@@ -91,6 +91,18 @@ CALLS = {
     "simulate": lambda f, d: f.simulate(3, seed=11, data=d),
     "anova": lambda f, d: lmmfast.anova(f, f.refit_ml()),
     "save": lambda f, d: _saved_again(f),
+    "tidy": lambda f, d: f.tidy(
+        ("fixed", "ran_pars", "ran_vals", "ran_coefs"), ddf="satterthwaite"
+    ),
+    "glance": lambda f, d: f.glance(),
+    "augment": lambda f, d: f.augment(data=d),
+    "contest": lambda f, d: f.contest(np.eye(len(f.beta))[:1], ddf="satterthwaite"),
+    "anova_type3": lambda f, d: lmmfast.anova(f, type=3),
+    "ranova": lambda f, d: lmmfast.ranova(f, data=d),
+    "refit_many": lambda f, d: _many(
+        f.refit_many(np.column_stack([f.response, f.response[::-1]]), data=d)
+    ),
+    "plot": lambda f, d: _drawn(f.plot.qq("resid")),
     "fields": lambda f, d: _fields(f),
 }
 
@@ -119,7 +131,32 @@ def _fields(fit):
     return out
 
 
-SLOW = {"confint_profile", "confint_boot"}  # on the blocked and weighted models only
+SLOW = {
+    "confint_profile",
+    "confint_boot",
+    "ranova",
+    "refit_many",
+    "plot",
+}  # on the blocked and weighted models only
+
+
+def _many(mf):
+    """A ManyFits as plain tables."""
+    return {"fixef": mf.fixef, "theta": np.asarray(mf.theta), "objective": np.asarray(mf.objective)}
+
+
+def _drawn(fig):
+    """The data a matplotlib figure draws: every line's and every collection's points."""
+    import matplotlib.pyplot as plt
+
+    out = {}
+    for i, ax in enumerate(fig.axes):
+        for j, line in enumerate(ax.lines):
+            out[f"ax{i}_line{j}"] = np.asarray(line.get_xydata())
+        for j, c in enumerate(ax.collections):
+            out[f"ax{i}_coll{j}"] = np.asarray(c.get_offsets())
+    plt.close(fig)
+    return out
 
 
 def _saved_again(fit):

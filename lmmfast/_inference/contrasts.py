@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._errors import ArgumentError
+from .._errors import ArgumentError, NeedsDataError
 from .._sources.design import Design
 from .._sources.rvalues import Factor, Matrix
 
@@ -118,7 +118,10 @@ def _crossprod(fit) -> np.ndarray:
     if fit.weights is None and fit._dev is not None:
         return fit._dev.cp.XtXy[:-1, :-1].copy()  # from the one pass, no rows read
     if fit._frame is None:
-        raise RuntimeError("type 1 and 2 tests need the data, which a fit loaded from disk has not")
+        raise NeedsDataError(
+            "type 1 and 2 tests of a weighted fit need the unweighted X'X, from the rows, which a "
+            "loaded fit does not keep: refit it with lmer() or use type=3"
+        )
     cols = [np.broadcast_to(fit._frame.Xcols[j], (fit.nobs,)) for j in fit._keep]
     return np.array([[float(a @ b) for b in cols] for a in cols])
 
@@ -140,7 +143,15 @@ def _type1(fit, intercept, terms) -> dict[str, np.ndarray]:
     p = len(fit.xnames)
     if p == 1 and intercept:
         return {t.label: np.zeros((0, 1)) for t in terms}
-    L = np.ones((1, 1)) if p == 1 else doolittle(_crossprod(fit)).T
+    if p == 1:
+        L = np.ones((1, 1))
+    elif len(terms) == 1 and intercept:
+        # one term after the intercept: the rows of L for its columns are zero in the
+        # intercept's column and triangular (invertible) in its own, so the F test is that
+        # of beta_term = 0 whatever X'X is (and X'X of a loaded weighted fit is not at hand)
+        L = np.eye(p)
+    else:
+        L = doolittle(_crossprod(fit)).T
     return {t.label: L[list(t.cols), :] for t in terms}
 
 

@@ -19,13 +19,17 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg as splinalg
 
+from .._errors import NeedsDataError
+
 CHUNK_ENTRIES = 2_000_000  # dense q x rows block per chunk
 
 
 def hat_values(fit) -> np.ndarray:
     """Diagonal of the hat matrix (lme4's hatvalues(fit)), one value per row used."""
     if fit._frame is None:
-        raise RuntimeError("hat values need the data, which a fit loaded from disk has not")
+        raise NeedsDataError(
+            "hat values need the rows, which a loaded fit does not keep: pass data=<the data>"
+        )
     frame = fit._frame
     n = frame.n
     U = _u_matrix(fit)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
-from .._errors import ArgumentError
+from .._errors import ArgumentError, NeedsDataError
 
 MAX_ROWS = 3000
 
@@ -55,7 +55,9 @@ def kr_matrices(fit):
             f"{MAX_ROWS} rows. Use ddf='satterthwaite', whose cost does not grow with n."
         )
     if fit._frame is None:
-        raise RuntimeError("Kenward-Roger needs the data, which a fit loaded from disk has not")
+        raise NeedsDataError(
+            "Kenward-Roger df need the rows, which a loaded fit does not keep: pass data=<the data>"
+        )
     X = np.column_stack([np.broadcast_to(c, c.shape) for c in fit._frame.Xcols])[:, fit._keep]
     from .._memory import check_allocation
 

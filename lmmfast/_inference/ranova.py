@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._errors import ArgumentError
+from .._errors import ArgumentError, NeedsDataError
 from .._sources.formula import _split_plus, parse_formula
 from .._sources.frame import lme4_order
 from .._sources.rexpr import deparse, parse
@@ -27,10 +27,17 @@ from .._sources.rexpr import deparse, parse
 COLUMNS = ["npar", "logLik", "AIC", "LRT", "Df", "Pr(>Chisq)"]
 
 
-def ranova(fit, reduce_terms: bool = True) -> pd.DataFrame:
-    """lmerTest's ranova table: a row "<none>" for the fit, then one per reduced model."""
+def ranova(fit, reduce_terms: bool = True, data=None) -> pd.DataFrame:
+    """lmerTest's ranova table: a row "<none>" for the fit, then one per reduced model.
+    The reduced models are refits with other random terms, so a loaded or unpickled fit
+    needs `data`, the rows it was fitted to."""
     if fit._frame is None:
-        raise RuntimeError("ranova() refits the model, which needs the data; a loaded fit has not")
+        if data is None:
+            raise NeedsDataError(
+                "ranova() refits the model with other random terms, which needs the rows; a "
+                "loaded or unpickled fit does not keep them: pass data=<the data it was fitted to>"
+            )
+        fit = fit._with_data(data, "ranova()")
     frame = fit._frame
     parsed = parse_formula(fit.formula)
     matched = _match_terms(parsed.random, frame.terms)

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .._errors import NeedsDataError
+
 
 def varpar_deviance(dev, varpar: np.ndarray) -> float:
     theta, sigma = varpar[:-1], varpar[-1]
@@ -64,7 +66,9 @@ def varpar_derivatives(fit):
         return cached
     dev = fit._dev
     if dev is None:
-        raise RuntimeError("Satterthwaite df need the fit's objective, which a loaded fit lacks")
+        raise NeedsDataError(
+            "Satterthwaite df need the fit's objective, which this fit does not hold"
+        )
     varpar = np.append(fit.theta, fit.sigma)
     H = _hessian(lambda v: varpar_deviance(dev, v), varpar)
     A = 2 * np.linalg.pinv(H)

@@ -158,8 +158,6 @@ def profile_curves(fit, level: float = 0.95, npoints: int = 9) -> dict[str, dict
     from .._inference import profile as prof
     from .._inference.intervals import parameters
 
-    if fit._frame is None:
-        raise RuntimeError("profiling needs the data, which a fit loaded from disk has not")
     limits = fit.confint("profile", level)
     ml = fit.refit_ml()
     dev = ml._dev
