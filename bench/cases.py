@@ -169,7 +169,7 @@ CASES += (
         factors=("g",),
         issue8=True,
         load_peers=False,
-        skip=("lme4", "mixedlm"),
+        skip=("lme4", "mixedlm", "statsmodels"),
         note="simulated: 200k rows, a 2,000-level fixed factor g (p = 2,001), random intercept "
         "for h (200 levels)",
     ),
