@@ -253,23 +253,3 @@ def first_factors(
                     for c in range(min(a, b) + 1):
                         acc = acc + T1[a, c] * L11inv[j, b, c]
                     R[j, a, b] = acc
-
-
-def right_blocks(double[:, ::1] X, const double[:, :, ::1] R):
-    """X[:, j q : (j + 1) q] := X[:, j q : (j + 1) q] R[j] for every block column j, in place."""
-    cdef Py_ssize_t m = X.shape[0], nlev = R.shape[0], q = R.shape[1]
-    cdef Py_ssize_t i, j, a, b
-    cdef double acc
-    cdef double tmp[64]
-    if q > 64:
-        raise ValueError("blocks wider than 64 columns")
-    with nogil:
-        for i in range(m):
-            for j in range(nlev):
-                for a in range(q):
-                    tmp[a] = X[i, j * q + a]
-                for b in range(q):
-                    acc = 0.0
-                    for a in range(q):
-                        acc = acc + tmp[a] * R[j, a, b]
-                    X[i, j * q + b] = acc

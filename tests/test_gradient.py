@@ -206,3 +206,47 @@ def test_nested_gradient_matches_finite_differences(formula, reml, layout, monke
     dev = ProfiledDeviance(cp, frame.terms, frame.n, reml, float(np.sum(np.log(frame.weights))))
     assert dev.factorization == layout and dev.has_gradient
     _fd_check(dev, frame, np.random.default_rng(12))
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse", "cholmod", "nested"])
+def test_selected_inverse_and_solve_match_the_dense_inverse(layout, monkeypatch):
+    # the kernels behind the gradient (_schur.selinv_first, lt_times_first, first_factors,
+    # _selinv.takahashi, the per-cluster inverses) against inv(Lambda'Z'WZ Lambda + I)
+    from dense import dense_Lambda, dense_Z
+
+    from lmmfast._factor import crossed as _crossed
+
+    formula = "y ~ x + (1 + x | u) + (1 + z | v)"
+    if layout == "sparse":
+        monkeypatch.setattr(_crossed, "DENSE_FILL", 2.0)
+    if layout == "cholmod":
+        monkeypatch.setattr(_crossed, "MAX_DENSE", 0)
+    if layout == "nested":
+        formula = "y ~ x + (1 + x | g/u)"
+    df = _slopes_data(7)
+    frame = build_frame(parse_formula(formula), df, weights="wt")
+    cp = cross_products(frame.terms, frame.X, frame.y, frame.weights)
+    dev = ProfiledDeviance(cp, frame.terms, frame.n, False, 0.0)
+    assert dev.factorization == ("crossed" if layout in ("dense", "sparse") else layout)
+    theta = np.array([0.9, -0.3, 0.6, 1.1, 0.2, 0.4])
+    Ts = dev.Ts(theta)
+    dev.factor.update(Ts)
+    Z, Lam = dense_Z(frame.terms), dense_Lambda(frame.terms, Ts)
+    ZL = Z @ Lam
+    Ainv = np.linalg.inv(ZL.T @ (frame.weights[:, None] * ZL) + np.eye(Z.shape[1]))
+    off = np.cumsum([0] + [t.nlevels * t.q for t in frame.terms])
+    Zd, Zp = dev.factor.selected_inverse()
+    for k, t in enumerate(frame.terms):
+        r = off[k] + np.arange(t.nlevels)[:, None] * t.q + np.arange(t.q)
+        np.testing.assert_allclose(Zd[k], Ainv[r[:, :, None], r[:, None, :]], atol=1e-12)
+    for pr, block in zip(cp.pairs, Zp):
+        qt, qu = frame.terms[pr.t].q, frame.terms[pr.u].q
+        rt = off[pr.t] + pr.levels[:, 0][:, None] * qt + np.arange(qt)
+        ru = off[pr.u] + pr.levels[:, 1][:, None] * qu + np.arange(qu)
+        np.testing.assert_allclose(block, Ainv[rt[:, :, None], ru[:, None, :]], atol=1e-12)
+    if layout in ("dense", "sparse"):  # L^{-T} L^{-1} Lambda'Z'W[X y] = A^{-1} Lambda'Z'W[X y]
+        XY = np.column_stack([frame.X, frame.y])
+        want = Ainv @ ZL.T @ (frame.weights[:, None] * XY)
+        got = dev.factor.back_solve(dev.factor.c1, dev.factor.c2)
+        np.testing.assert_allclose(np.vstack([g.reshape(-1, XY.shape[1]) for g in got]), want,
+                                   atol=1e-10)  # fmt: skip

@@ -111,14 +111,14 @@ class CrossedFactor:
         N1 = t1.nlevels * t1.q
         filled = sum(len(pr.levels) * pr.O.shape[1] * pr.O.shape[2] for pr in cp.pairs if pr.t == 0)
         self.dense = self.m * N1 <= DENSE_L21 and filled >= DENSE_FILL * self.m * N1
-        if self.dense:  # Z_u'WZ_1 per later term u, (l_u, q_u, N1): rows as in S
-            self.G21 = [np.zeros((t.nlevels, t.q, N1)) for t in terms[1:]]
+        if self.dense:  # Z_1'WZ_u per later term u, (N1, l_u, q_u): columns as in S
+            self.G21T = [np.zeros((N1, t.nlevels, t.q)) for t in terms[1:]]
             for pr in cp.pairs:
                 if pr.t == 0:
                     j, k = pr.levels[:, 0], pr.levels[:, 1]
                     for c in range(t1.q):  # O[m, c, a] = Z_1j[:, c]'W Z_uk[:, a]
-                        self.G21[pr.u - 1][k, :, j * t1.q + c] = pr.O[:, c, :]
-            self.F = np.empty((self.m, N1))
+                        self.G21T[pr.u - 1][j * t1.q + c, k, :] = pr.O[:, c, :]
+            self._X = np.empty((N1, self.m))
             self.L11inv = np.empty((t1.nlevels, t1.q, t1.q))
             self._R = np.empty_like(self.L11inv)
 
@@ -162,16 +162,19 @@ class CrossedFactor:
         return ldL2, C1 + self.c2.T @ self.c2
 
     def _dense_schur(self, Ts: list[np.ndarray], S: np.ndarray, rhs: np.ndarray) -> None:
-        """L21 = Lambda_2' Z_2'WZ_1 Lambda_1 L11^{-T} as one dense m x N1 matrix F (gemms by
-        T_u' and by T1 L11_j^{-T} per level); S -= F F' (BLAS syrk, lower half); rhs -= F c1."""
+        """L21' = Lambda_1' Z_1'WZ_2 Lambda_2 with each level block times L11_j^{-1}, kept as
+        one dense N1 x m matrix FT (a gemm by T_u per later term, a batched gemm by
+        L11_j^{-1} T1' per level); S -= FT'FT (BLAS syrk, lower half); rhs -= FT'c1."""
         n1, q1 = self.L11.shape[:2]
         _schur.first_factors(np.ascontiguousarray(Ts[0]), self.L11, self.L11inv, self._R)
-        F = self.F
-        for k, (G, T) in enumerate(zip(self.G21, Ts[1:])):
-            np.matmul(T.T, G, out=F[self.off[k] : self.off[k + 1]].reshape(G.shape))
-        _schur.right_blocks(F, self._R)
-        blas.dsyrk(-1.0, F.T, beta=1.0, c=S.T, trans=1, lower=0, overwrite_c=1)
-        rhs -= F @ self.c1.reshape(n1 * q1, -1)
+        X = self._X
+        for k, (GT, T) in enumerate(zip(self.G21T, Ts[1:])):
+            q = T.shape[0]
+            X[:, self.off[k] : self.off[k + 1]] = (GT.reshape(-1, q) @ T).reshape(len(GT), -1)
+        FT = np.matmul(self._R.transpose(0, 2, 1), X.reshape(n1, q1, self.m)).reshape(n1 * q1, -1)
+        self.F = FT.T  # L21 (m x N1, Fortran order)
+        blas.dsyrk(-1.0, self.F, beta=1.0, c=S.T, trans=0, lower=0, overwrite_c=1)
+        rhs -= self.F @ self.c1.reshape(n1 * q1, -1)
 
     def _L11inv(self) -> np.ndarray:
         if not self.dense:  # the dense path computes it in update()
