@@ -181,7 +181,8 @@ def _type3(fit, intercept, terms) -> dict[str, np.ndarray]:
     values = _grid(design, fit)
     full = np.column_stack(design.columns_of(values)[0])
     X = full[:, keep]
-    if len(_independent(full)) > len(keep) or len(_independent(X)) < len(keep):
+    scale = np.abs(full).max()
+    if _rank(full, scale) > len(keep) or _rank(X, scale) < len(keep):
         # the data lack what the grid has (a level combination, ...): lmerTest's hypotheses
         # come from the data's rows, which the grid does not reproduce then
         raise ArgumentError(
@@ -212,12 +213,17 @@ def _type3(fit, intercept, terms) -> dict[str, np.ndarray]:
     return {t.label: Lt[t.label] @ M for t in terms}
 
 
+def _rank(X: np.ndarray, scale: float, tol: float = 1e-7) -> int:
+    """R's qr rank, roughly: singular values below tol * max(1, max |X|) are zero."""
+    return int(np.linalg.matrix_rank(X, tol=tol * max(1.0, scale)))
+
+
 def _independent(X: np.ndarray, tol: float = 1e-7) -> list[int]:
     """Columns of X in order, dropping each one in the span of those before it."""
     keep: list[int] = []
     for j in range(X.shape[1]):
         cand = keep + [j]
-        if np.linalg.matrix_rank(X[:, cand], tol=tol * max(1.0, np.abs(X).max())) == len(cand):
+        if _rank(X[:, cand], np.abs(X).max(), tol) == len(cand):
             keep.append(j)
     return keep
 
