@@ -23,9 +23,11 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from threadpoolctl import threadpool_limits
 
 from . import _assemble_many, _many_scalar
@@ -46,11 +48,11 @@ _ROW = "lmmfast_row_"  # the placeholder response: each row's position in the da
 
 def lmer_many(
     formula: str,
-    data,
-    Y,
+    data: Any,
+    Y: ArrayLike | pd.DataFrame,
     REML: bool = True,
-    weights=None,
-    offset=None,
+    weights: str | ArrayLike | None = None,
+    offset: str | ArrayLike | None = None,
     optimizer: str = "auto",
     threads: int | None = None,
 ) -> ManyFits:

@@ -16,6 +16,8 @@ from ._optimize import OptSummary
 from ._sources.batched import StreamFrame
 
 if TYPE_CHECKING:
+    from ._many_result import ManyFits
+    from ._present.plot import FitPlots
     from ._present.summary import LmerSummary
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
@@ -230,7 +232,7 @@ class LmerFit:
         fit.offset_name = self.offset_name
         return fit
 
-    def refit_many(self, Y, threads: int | None = None, data: Any = None):
+    def refit_many(self, Y: ArrayLike, threads: int | None = None, data: Any = None) -> ManyFits:
         """The same model fitted to many responses at once (the columns of Y, n x G, one row
         per row used; e.g. simulate(nsim)): a ManyFits, each response as refit() would fit
         it, sharing one pass over the design. The fast path for bootstrap and power.
@@ -308,7 +310,12 @@ class LmerFit:
         raise ArgumentError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
 
     def contest(
-        self, L, rhs=0.0, ddf: str = "satterthwaite", joint: bool = True, level: float = 0.95
+        self,
+        L: ArrayLike | pd.DataFrame,
+        rhs: ArrayLike = 0.0,
+        ddf: str = "satterthwaite",
+        joint: bool = True,
+        level: float = 0.95,
     ) -> pd.DataFrame:
         """Test of the linear hypothesis L beta = rhs, as lmerTest's contest(fit, L, rhs, joint,
         ddf): joint=True gives one row (Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F)); joint=
@@ -470,7 +477,7 @@ class LmerFit:
         return pd.Series(ints["vcov"].to_numpy() / total, index=ints["grp"].to_numpy(), name="ICC")
 
     # ----- fitted values and residuals ----------------------------------------------------
-    def fitted(self, out=None) -> pd.Series:
+    def fitted(self, out: str | os.PathLike | None = None) -> pd.Series:
         """Conditional fitted values X beta + Z b (+ offset), indexed as the rows used.
 
         A fit of a Dask DataFrame gives a lazy Dask Series; of Parquet data, the values
@@ -493,7 +500,11 @@ class LmerFit:
         return self._rows.fitted(self._keep, self.beta, zeros, self._offset)
 
     def residuals(
-        self, type: str = "response", scaled: bool = False, marginal: bool = False, out=None
+        self,
+        type: str = "response",
+        scaled: bool = False,
+        marginal: bool = False,
+        out: str | os.PathLike | None = None,
     ) -> pd.Series:
         """Residuals, as lme4's residuals(fit, type, scaled).
 
@@ -526,8 +537,10 @@ class LmerFit:
     def _need_fitted(self) -> None:
         if self.fitted_values is None:
             raise NeedsDataError(
-                "this fit was refitted from its stored cross-products, without the rows, so it "
-                "has no fitted values or residuals; call refit_ml(data=<the data>) for them"
+                "this fit keeps no fitted values or residuals: it was refitted from its stored "
+                "cross-products without the rows (call refit_ml(data=<the data>)), or it streamed "
+                "its rows (Parquet, Dask) and was then pickled or loaded, which streams its rows "
+                "again no more (call fitted() on the fit lmer() returned)"
             )
 
     @property
@@ -546,11 +559,11 @@ class LmerFit:
     # ----- tidy tables, plots, notebooks (broom.mixed, lme4's plots) ------------------------
     def tidy(
         self,
-        effects=("fixed", "ran_pars"),
+        effects: str | tuple[str, ...] = ("fixed", "ran_pars"),
         conf_int: bool = False,
         conf_level: float = 0.95,
         conf_method: str = "wald",
-        ddf=None,
+        ddf: str | None = None,
     ) -> pd.DataFrame:
         """One row per estimate, as broom.mixed's tidy(fit): effects any of "fixed",
         "ran_pars" (sd__x, cor__x.y, sd__Observation), "ran_vals" (conditional modes, std.error
@@ -567,7 +580,7 @@ class LmerFit:
 
         return glance(self)
 
-    def augment(self, data=None, newdata=None) -> pd.DataFrame:
+    def augment(self, data: Any = None, newdata: Any = None) -> pd.DataFrame:
         """The rows used with .fitted, .resid, .hat, .cooksd, .fixed (broom.mixed's augment;
         lme4's hatvalues and cooks.distance); `data`: the DataFrame fitted, to keep its
         columns.  With newdata: newdata with .fitted and .fixed."""
@@ -577,7 +590,7 @@ class LmerFit:
         return augment(fit, data, newdata)
 
     @property
-    def plot(self):
+    def plot(self) -> FitPlots:
         """lme4's diagnostic plots as matplotlib Figures (needs lmmfast[plot]):
         fit.plot.ranef(), .resid(), .qq(which="resid"|"ranef"), .profile()."""
         from ._present.plot import FitPlots

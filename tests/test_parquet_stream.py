@@ -54,14 +54,15 @@ def test_streamed_cross_products_equal_in_memory(small_batches, folder, data, fo
     assert_same_cross_products(frame, data, formula, kw)
 
 
-def test_in_memory_fit_moves_as_much_when_rows_are_reversed(data):
-    """Why PARAM_RTOL: the same rows in another order (the same A up to rounding) move the
-    in-memory theta by ~4e-7 relative on this model; the objective stays within 1e-14."""
+def test_in_memory_fit_does_not_move_when_rows_are_reversed(data):
+    """The same rows in another order (the same A up to rounding) give the same optimum to
+    PARAM_RTOL: lmer ends with Newton steps on the analytic gradient, so its end point does
+    not depend on the last bits of the objective (before that, theta moved by ~4e-7)."""
     a = lmmfast.lmer("y ~ x + f + (x | g)", data, weights="w", offset="o")
     b = lmmfast.lmer("y ~ x + f + (x | g)", data.iloc[::-1], weights="w", offset="o")
     np.testing.assert_allclose(a.objective, b.objective, rtol=1e-13)
     shift = np.max(np.abs(a.theta - b.theta) / np.abs(a.theta))
-    assert 1e-9 < shift < PARAM_RTOL
+    assert shift < PARAM_RTOL
 
 
 def test_dataset_file_and_path_give_one_fit(small_batches, folder, data):
@@ -180,5 +181,5 @@ def test_inference_from_cross_products_works_and_row_methods_refuse(small_batche
             call()
     import pickle
 
-    with pytest.raises(lmmfast.DataError, match="streams its rows again"):
+    with pytest.raises(lmmfast.NeedsDataError, match="streams its rows"):
         pickle.loads(pickle.dumps(got)).fitted()

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from .._errors import ArgumentError, NeedsDataError
+
+if TYPE_CHECKING:
+    from .._result import LmerFit
 from .._sources.formula import _split_plus, parse_formula
 from .._sources.frame import lme4_order
 from .._sources.rexpr import deparse, parse
@@ -27,7 +31,7 @@ from .._sources.rexpr import deparse, parse
 COLUMNS = ["npar", "logLik", "AIC", "LRT", "Df", "Pr(>Chisq)"]
 
 
-def ranova(fit, reduce_terms: bool = True, data=None) -> pd.DataFrame:
+def ranova(fit: LmerFit, reduce_terms: bool = True, data: Any = None) -> pd.DataFrame:
     """lmerTest's ranova table: a row "<none>" for the fit, then one per reduced model.
     The reduced models are refits with other random terms, so a loaded or unpickled fit
     needs `data`, the rows it was fitted to."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from .._errors import DataError, MissingColumnError
 from .._terms import ReTerm, check_term, encode_groups
@@ -20,6 +21,7 @@ from .design import Design, build_design, evaluate_vector, variables_of
 from .formula import ParsedFormula
 from .rexpr import is_constant_name, parse
 from .rfunctions import data_symbols
+from .sparse_columns import SPARSE_COLUMNS, SparseColumns
 
 
 @dataclass(eq=False)
@@ -71,6 +73,8 @@ def build_frame(
         )
     y = _response(parsed.response, frame)
     Xcols, xnames, fixed_spec = _model_columns(parsed.fixed, frame, parsed.formula, contrasts)
+    if len(Xcols) >= SPARSE_COLUMNS:  # factors with many levels: X'WX by sparse products
+        Xcols = _sparse_columns(Xcols)
     n = len(frame)
     if w_arr is not None:
         w_arr = w_arr[keep]
@@ -219,6 +223,18 @@ def _model_columns(expr: str, frame: pd.DataFrame, formula: str, contrasts=None)
     cols, names, spec = build_design(expr, frame, formula, contrasts)
     _check_finite(cols, names)
     return cols, names, spec
+
+
+def _sparse_columns(cols: list[np.ndarray]) -> SparseColumns:
+    """The model columns as one CSC matrix: only their non-zeros are kept (indicator columns
+    of a many-level factor have one per level), so the one pass costs n (non-zeros per
+    row)^2 instead of n p^2.  (The columns are built dense first by model.matrix.)"""
+    n = len(cols[0]) if cols else 0
+    nz = [np.flatnonzero(np.asarray(c)) for c in cols]
+    indptr = np.concatenate([[0], np.cumsum([len(i) for i in nz])]).astype(np.int64)
+    indices = np.concatenate(nz) if nz else np.zeros(0, dtype=np.int64)
+    data = np.concatenate([np.asarray(c)[i] for c, i in zip(cols, nz)]) if nz else np.zeros(0)
+    return SparseColumns(sp.csc_matrix((data, indices, indptr), shape=(n, len(cols))))
 
 
 def evaluate_columns(spec, data: pd.DataFrame) -> list[np.ndarray]:
