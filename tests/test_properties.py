@@ -2,6 +2,7 @@
 fuzzer for the formula parser."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -117,3 +118,32 @@ def test_random_formulas_fit_or_raise_a_typed_error(text):
             lmmfast.lmer(text, df)
     except lmmfast.LMMError:
         pass
+
+
+def test_a_singular_fit_leaves_for_the_basin_of_the_flipped_correlation():
+    """A case hypothesis found (tests/reference/data/flipped_correlation.csv, printed from the
+    failing example): the fit stopped at a correlation of -1 with T[1, 1] = 0, 2.25 units
+    above the optimum at +1, which restarts through the boundary never reach; the dense
+    brute force (L-BFGS-B from 40 seeded starts) is the oracle."""
+    path = Path(__file__).parent / "reference" / "data" / "flipped_correlation.csv"
+    df = pd.read_csv(path)
+    formula = "y ~ 1 + (x | a) + (1 | b)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = lmmfast.lmer(formula, df)
+    frame, dev = _dev(formula, df, True)
+    lower = np.concatenate([t.theta_lower() for t in frame.terms])
+    Z = dense_Z(frame.terms)
+
+    def dense(theta):
+        Lam = dense_Lambda(frame.terms, dev.Ts(theta))
+        return marginal_objective(frame.y, frame.X, Z, Lam, np.ones(frame.n), True)[0]
+
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    rng = np.random.default_rng(0)
+    best = np.inf
+    for _ in range(40):
+        start = np.where(lower == 0, rng.uniform(0.1, 2, len(lower)), rng.normal(size=len(lower)))
+        best = min(best, minimize(dense, start, method="L-BFGS-B", bounds=bounds).fun)
+    assert best < 161  # the better basin exists (the fit used to stop at 162.99)
+    assert fit.objective <= best + 1e-6 * abs(best)
