@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from dense import dense_Lambda, dense_Z, marginal_objective
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -120,12 +121,13 @@ def test_random_formulas_fit_or_raise_a_typed_error(text):
         pass
 
 
-def test_a_singular_fit_leaves_for_the_basin_of_the_flipped_correlation():
-    """A case hypothesis found (tests/reference/data/flipped_correlation.csv, printed from the
-    failing example): the fit stopped at a correlation of -1 with T[1, 1] = 0, 2.25 units
-    above the optimum at +1, which restarts through the boundary never reach; the dense
-    brute force (L-BFGS-B from 40 seeded starts) is the oracle."""
-    path = Path(__file__).parent / "reference" / "data" / "flipped_correlation.csv"
+@pytest.mark.parametrize("name", ["flipped_correlation", "flipped_correlation_interior"])
+def test_a_fit_near_a_correlation_of_one_tries_the_flipped_basin(name):
+    """Two cases hypothesis found (tests/reference/data/<name>.csv, printed from the failing
+    examples): the fit stopped at a correlation of -1 (T[1, 1] = 0), or at -0.997, 2.25 and
+    2.35 units above the optimum at +1, which no path through the boundary reaches; the
+    dense brute force (L-BFGS-B from 40 seeded starts) is the oracle."""
+    path = Path(__file__).parent / "reference" / "data" / f"{name}.csv"
     df = pd.read_csv(path)
     formula = "y ~ 1 + (x | a) + (1 | b)"
     with warnings.catch_warnings():
