@@ -67,6 +67,19 @@ def test_profiled_objective_equals_the_dense_marginal_likelihood(design, reml):
     assert abs(dev(theta) - expected) <= 1e-8 * abs(expected)
 
 
+def _dense_reml(frame, dev):
+    """(theta's lower bounds, the dense REML criterion of theta, L-BFGS-B bounds): the
+    brute-force oracle, an n x n marginal likelihood."""
+    lower = np.concatenate([t.theta_lower() for t in frame.terms])
+    Z = dense_Z(frame.terms)
+
+    def dense(theta):
+        Lam = dense_Lambda(frame.terms, dev.Ts(theta))
+        return marginal_objective(frame.y, frame.X, Z, Lam, np.ones(frame.n), True)[0]
+
+    return lower, dense, [(lo if np.isfinite(lo) else None, None) for lo in lower]
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(designs())
 def test_a_fit_is_never_worse_than_dense_brute_force(design):
@@ -78,14 +91,7 @@ def test_a_fit_is_never_worse_than_dense_brute_force(design):
         frame, dev = _dev(formula, df, True)
     except lmmfast.LMMError:
         return
-    lower = np.concatenate([t.theta_lower() for t in frame.terms])
-    Z = dense_Z(frame.terms)
-
-    def dense(theta):
-        Lam = dense_Lambda(frame.terms, dev.Ts(theta))
-        return marginal_objective(frame.y, frame.X, Z, Lam, np.ones(frame.n), True)[0]
-
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    lower, dense, bounds = _dense_reml(frame, dev)
     best = np.inf
     for start in (np.where(lower == 0, 1.0, 0.0), rng.uniform(0.1, 2, len(lower)) * (lower == 0)):
         r = minimize(dense, start, method="L-BFGS-B", bounds=bounds)
@@ -134,14 +140,7 @@ def test_a_fit_near_a_correlation_of_one_tries_the_flipped_basin(name):
         warnings.simplefilter("ignore")
         fit = lmmfast.lmer(formula, df)
     frame, dev = _dev(formula, df, True)
-    lower = np.concatenate([t.theta_lower() for t in frame.terms])
-    Z = dense_Z(frame.terms)
-
-    def dense(theta):
-        Lam = dense_Lambda(frame.terms, dev.Ts(theta))
-        return marginal_objective(frame.y, frame.X, Z, Lam, np.ones(frame.n), True)[0]
-
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    lower, dense, bounds = _dense_reml(frame, dev)
     rng = np.random.default_rng(0)
     best = np.inf
     for _ in range(40):

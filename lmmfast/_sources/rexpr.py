@@ -253,8 +253,9 @@ def format_number(x: float) -> str:
     return f"{m}e{'-' if kp < 0 else '+'}{abs(kp):02d}"
 
 
-def symbols(node) -> list[str]:
-    """The symbols of an expression, in order of appearance (function names excluded)."""
+def symbols(node, call_args=None) -> list[str]:
+    """The symbols of an expression, in order of appearance (function names excluded);
+    call_args(call) -> the arguments of a call to look into (default: all of them)."""
     out: list[str] = []
 
     def walk(n):
@@ -267,7 +268,7 @@ def symbols(node) -> list[str]:
             walk(n.left)
             walk(n.right)
         elif isinstance(n, Call):
-            for _, a in n.args:
+            for _, a in n.args if call_args is None else call_args(n):
                 walk(a)
 
     walk(node)

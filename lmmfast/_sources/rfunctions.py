@@ -24,6 +24,7 @@ from .rexpr import (
     deparse,
     format_number,
     is_constant_name,
+    symbols,
 )
 from .rvalues import Char, Factor, Logical, Matrix, as_factor, from_column
 
@@ -80,24 +81,7 @@ def evaluate(node, env: Env):
 
 def data_symbols(node) -> list[str]:
     """The symbols an expression reads from the data (not contrast names in C(f, sum))."""
-    out: list[str] = []
-
-    def walk(n):
-        if isinstance(n, Sym):
-            if n.name not in out:
-                out.append(n.name)
-        elif isinstance(n, (Paren, Unary)):
-            walk(n.x)
-        elif isinstance(n, Binary):
-            walk(n.left)
-            walk(n.right)
-        elif isinstance(n, Call):
-            args = n.args[:1] if n.fn == "C" else n.args
-            for _, a in args:
-                walk(a)
-
-    walk(node)
-    return out
+    return symbols(node, lambda call: call.args[:1] if call.fn == "C" else call.args)
 
 
 def _symbol(name: str, env: Env):
