@@ -14,6 +14,15 @@ and the df of a single coefficient follow Kenward & Roger (1997) with q = 1.  It
 with dense n x n matrices (O(n^3)): fine for the small and moderate data where the
 adjustment matters; large data have Satterthwaite's method, whose cost does not grow
 with n.
+
+Prior weights: the residual term is sigma^2 W^{-1} (lme4's residual variance sigma^2 / w_i),
+so Sigma is the covariance lme4 fits.  pbkrtest (0.5.2, and lmerTest's ddf="Kenward-Roger",
+which calls it) uses the identity for the residual G whatever the weights, with lme4's
+weighted vcov as Phi: its df and SEs for weighted fits differ (sleepstudy with weights: df
+19.25 and 18.10 there, 17.00 and 17.00 here).  A dense oracle written from Kenward & Roger's
+definitions agrees with this module to ~1e-8 and reproduces pbkrtest's numbers only when the
+weights are dropped from Sigma (tests/test_kenward_roger_oracle.py); without weights the two
+agree.
 """
 
 from __future__ import annotations
