@@ -25,6 +25,7 @@ from .gradient import GradientAssembly
 MAX_DENSE = 4000  # above this many effects in the other terms, CHOLMOD's sparsity wins
 DENSE_FILL = 0.2  # L21 at least this full (and small): kept dense, S by one BLAS syrk
 DENSE_L21 = 2_000_000  # at most this many entries in a dense L21
+SCALAR_TRACE_MIN = 1e-3  # |theta_k| from which scalar terms' log|A| gradient uses diag(A^{-1})
 
 
 class CrossedFactor:
@@ -121,6 +122,7 @@ class CrossedFactor:
             self._X = np.empty((N1, self.m))
             self.L11inv = np.empty((t1.nlevels, t1.q, t1.q))
             self._R = np.empty_like(self.L11inv)
+        self.scalar = not self.dense and all(t.q == 1 for t in terms)
 
     def _a22_values(self, Ts: list[np.ndarray]) -> np.ndarray:
         vals = []
@@ -239,9 +241,40 @@ class CrossedFactor:
 
     def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
         """d objective / d theta at the last update (see gradient.py)."""
-        Zd, Zp = self.selected_inverse()
         Y = self.back_solve(self.c1, self.c2)
+        theta = np.array([float(T[0, 0]) for T in Ts]) if self.scalar else None
+        if self.scalar and np.all((theta == 0.0) | (np.abs(theta) >= SCALAR_TRACE_MIN)):
+            F = [np.array([[f]]) for f in self._scalar_logdet_gradient(theta)]
+            return self.assembly.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
+        Zd, Zp = self.selected_inverse()
         return self.assembly.gradient(Ts, Zd, Zp, Y, beta, P, scale, reml)
+
+    def _scalar_logdet_gradient(self, theta: np.ndarray) -> np.ndarray:
+        """d log|A| / d theta_k for scalar terms from the diagonal of A^{-1} only.
+
+        With Lambda = diag(theta_k on term k's levels), (A - I) P_k = Lambda'G Lambda P_k is
+        theta_k d/d theta_k of Lambda'G Lambda restricted to term k's columns, so
+        d log|A| / d theta_k = 2 tr(A^{-1}(A - I) P_k) / theta_k
+                             = 2 sum_{i in k} (1 - (A^{-1})_ii) / theta_k,
+        and 0 at theta_k = 0 (A is even in theta_k).  The diagonal of A^{-1} is S^{-1}'s
+        below term 1 (dpotri, its lower triangle) and (1 + w_j'S^{-1} w_j) / L11_j^2 on
+        term 1 (_schur.condvar_first, which reads S^{-1}'s entries on the pairs of rows
+        that share a level of term 1, lower triangle only): no pair blocks and no full
+        symmetric copy of S^{-1}.  The subtraction loses ~n_k eps / theta_k, hence
+        SCALAR_TRACE_MIN (below it the selected inverse on the pattern is used).
+        """
+        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C)
+        if info != 0:
+            raise FloatingPointError("cannot invert the Schur complement")
+        acc = np.zeros_like(self.L11)
+        _schur.condvar_first(self.ptr, self.row, self.qe, self.ooff, self.W, Zinv.T, acc)
+        L2 = self.L11[:, 0, 0] ** 2  # = 1 + theta_1^2 d_j
+        off1 = theta[0] ** 2 * self.D1[:, 0, 0] - acc[:, 0, 0]  # L2 (1 - (A^{-1})_jj)
+        sums = [np.sum(off1 / L2)]
+        sums += list(np.add.reduceat(1.0 - np.diagonal(Zinv), self.off[:-1]))
+        return np.array(
+            [2.0 * s / t if t != 0.0 else 0.0 for s, t in zip(sums, theta)], dtype=np.float64
+        )
 
     def inverse_blocks(self) -> list[np.ndarray]:
         """Diagonal blocks of A^{-1} per term, (l, q, q)."""

@@ -56,14 +56,19 @@ class GradientAssembly:
         (l, q, q)) and the pair blocks Zp (per pair, (npair, q_t, q_u)) of A^{-1}, and Y
         (per term, (l, q, p + 1))."""
         cp = self.cp
-        p = len(beta)
         # (tensordot: one gemm over the level axis)
         F = [2.0 * np.tensordot(Z @ T.T, D, ([0, 2], [0, 1])) for Z, T, D in zip(Zd, Ts, cp.D)]
         for pr, Z in zip(cp.pairs, Zp):
             F[pr.t] += 2.0 * np.tensordot(Z @ Ts[pr.u].T, pr.O, ([0, 2], [0, 2]))
             F[pr.u] += 2.0 * np.tensordot(Ts[pr.t] @ Z, pr.O, ([0, 1], [0, 1]))
+        return self.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
+
+    def with_solution_terms(self, F, Ts, Y, beta, P, scale: float, reml: bool) -> np.ndarray:
+        """Add the pwrss and REML terms (from Y) to F, d log|A| / d T_t per term as (q, q)
+        matrices (entry [a, b] the derivative by T_t[b, a]), and list it in theta's order."""
+        p = len(beta)
         H = self.G_times([T @ y for T, y in zip(Ts, Y)])
-        for t, (y, h, zx) in enumerate(zip(Y, H, cp.ZXY)):
+        for t, (y, h, zx) in enumerate(zip(Y, H, self.cp.ZXY)):
             h = zx - h
             u = y[:, :, p] - y[:, :, :p] @ beta
             s = h[:, :, p] - h[:, :, :p] @ beta
