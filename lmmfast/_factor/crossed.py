@@ -123,6 +123,29 @@ class CrossedFactor:
             self.L11inv = np.empty((t1.nlevels, t1.q, t1.q))
             self._R = np.empty_like(self.L11inv)
         self.scalar = not self.dense and all(t.q == 1 for t in terms)
+        self._plan_selected_inverse()
+
+    def _plan_selected_inverse(self) -> None:
+        """Index arrays of selected_inverse's gathers, once per design: the rows of S of
+        each later term's levels, (l, q), and per pair where its blocks lie in Z21 (term 1
+        with a later term) or in S^{-1} (two later terms)."""
+        q1 = self.terms[0].q
+        self._rest_rows = [
+            self.off[k] + np.arange(t.nlevels)[:, None] * t.q + np.arange(t.q)
+            for k, t in enumerate(self.terms[1:])
+        ]
+        self._pair_index = []
+        for pr, ent in zip(self.pairs, self._pair_entry):
+            qu = self.terms[pr.u].q
+            ru = self.off[pr.u - 1] + pr.levels[:, 1][:, None] * qu + np.arange(qu)
+            if pr.t == 0 and self.dense:
+                self._pair_index.append((pr.levels[:, 0][:, None], ru))
+            elif pr.t == 0:
+                self._pair_index.append(self.ooff[ent][:, None] + np.arange(qu * q1))
+            else:
+                qt = self.terms[pr.t].q
+                rt = self.off[pr.t - 1] + pr.levels[:, 0][:, None] * qt + np.arange(qt)
+                self._pair_index.append((rt[:, :, None], ru[:, None, :]))
 
     def _a22_values(self, Ts: list[np.ndarray]) -> np.ndarray:
         vals = []
@@ -194,7 +217,10 @@ class CrossedFactor:
             r1 = np.array(c1, dtype=np.float64, order="C")
             x2 = np.ascontiguousarray(x2)
             _schur.lt_times_first(self.ptr, self.row, self.qe, self.ooff, self.W, x2, r1)
-        x1 = self._L11inv().transpose(0, 2, 1) @ r1
+        if q1 == 1:  # a scalar term 1: L11_j^{-T} is a division
+            x1 = r1 / self.L11
+        else:
+            x1 = self._L11inv().transpose(0, 2, 1) @ r1
         return [x1] + [
             x2[self.off[k] : self.off[k + 1]].reshape(t.nlevels, t.q, -1)
             for k, t in enumerate(self.terms[1:])
@@ -221,22 +247,15 @@ class CrossedFactor:
             M = np.zeros((n1, q1, q1))
             _schur.selinv_first(self.ptr, self.row, self.qe, self.ooff, self.W, Z22, Linv, Z21, M)
         Zd = [Linv.transpose(0, 2, 1) @ Linv - M @ Linv]
-        for k, t in enumerate(self.terms[1:]):
-            r = self.off[k] + np.arange(t.nlevels)[:, None] * t.q + np.arange(t.q)
-            Zd.append(Z22[r[:, :, None], r[:, None, :]])
+        Zd += [Z22[r[:, :, None], r[:, None, :]] for r in self._rest_rows]
         Zp = []
-        for pr, ent in zip(self.pairs, self._pair_entry):
-            qu = self.terms[pr.u].q
-            ru = self.off[pr.u - 1] + pr.levels[:, 1][:, None] * qu + np.arange(qu)
+        for pr, idx in zip(self.pairs, self._pair_index):
             if pr.t == 0 and self.dense:  # Z21[j, rows of (u, k), :]'
-                Zp.append(Z21[pr.levels[:, 0][:, None], ru].transpose(0, 2, 1))
+                Zp.append(Z21[idx].transpose(0, 2, 1))
             elif pr.t == 0:
-                idx = self.ooff[ent][:, None] + np.arange(qu * q1)
-                Zp.append(Z21[idx].reshape(-1, qu, q1).transpose(0, 2, 1))
+                Zp.append(Z21[idx].reshape(-1, self.terms[pr.u].q, q1).transpose(0, 2, 1))
             else:
-                qt = self.terms[pr.t].q
-                rt = self.off[pr.t - 1] + pr.levels[:, 0][:, None] * qt + np.arange(qt)
-                Zp.append(Z22[rt[:, :, None], ru[:, None, :]])
+                Zp.append(Z22[idx])
         return Zd, Zp
 
     def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:

@@ -29,26 +29,23 @@ class GradientAssembly:
 
     def __init__(self, cp: CrossProducts):
         self.cp = cp
-        self.inc = []  # per pair: level-incidence matrices (l_t x npair), (l_u x npair)
+        self.G = []  # per pair: Z_t'W Z_u as a sparse (l_t q_t) x (l_u q_u) matrix
         for pr in cp.pairs:
-            n = len(pr.levels)
+            n, qt, qu = pr.O.shape
             lt, lu = len(cp.D[pr.t]), len(cp.D[pr.u])
-            ones = np.ones(n)
-            self.inc.append((
-                sp.csr_matrix((ones, (pr.levels[:, 0], np.arange(n))), shape=(lt, n)),
-                sp.csr_matrix((ones, (pr.levels[:, 1], np.arange(n))), shape=(lu, n)),
-            ))  # fmt: skip
+            m, c, d = np.indices((n, qt, qu)).reshape(3, -1)
+            rows, cols = pr.levels[m, 0] * qt + c, pr.levels[m, 1] * qu + d
+            self.G.append(sp.csr_matrix((pr.O.ravel(), (rows, cols)), shape=(lt * qt, lu * qu)))
 
     def G_times(self, v: list[np.ndarray]) -> list[np.ndarray]:
-        """G v, v per term as (l, q, k)."""
+        """G v, v per term as (l, q, k): the diagonal blocks batched, each pair's blocks
+        one sparse product each way (G_tu.T is its CSC view, no copy)."""
         cp = self.cp
         out = [D @ vt for D, vt in zip(cp.D, v)]
-        for pr, (it, iu) in zip(cp.pairs, self.inc):
-            a, b = pr.levels[:, 0], pr.levels[:, 1]
-            ot = pr.O @ v[pr.u][b]  # (npair, q_t, k)
-            ou = pr.O.transpose(0, 2, 1) @ v[pr.t][a]
-            out[pr.t] += (it @ ot.reshape(len(a), -1)).reshape(out[pr.t].shape)
-            out[pr.u] += (iu @ ou.reshape(len(a), -1)).reshape(out[pr.u].shape)
+        for pr, G in zip(cp.pairs, self.G):
+            vt, vu = v[pr.t], v[pr.u]
+            out[pr.t] += (G @ vu.reshape(G.shape[1], -1)).reshape(out[pr.t].shape)
+            out[pr.u] += (G.T @ vt.reshape(G.shape[0], -1)).reshape(out[pr.u].shape)
         return out
 
     def gradient(self, Ts, Zd, Zp, Y, beta, P, scale: float, reml: bool) -> np.ndarray:
