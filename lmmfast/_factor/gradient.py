@@ -53,11 +53,15 @@ class GradientAssembly:
         (l, q, q)) and the pair blocks Zp (per pair, (npair, q_t, q_u)) of A^{-1}, and Y
         (per term, (l, q, p + 1))."""
         cp = self.cp
-        # (tensordot: one gemm over the level axis)
-        F = [2.0 * np.tensordot(Z @ T.T, D, ([0, 2], [0, 1])) for Z, T, D in zip(Zd, Ts, cp.D)]
+        # sum_j Z_j T' D_j and, per pair, sum_m Z_m T_u'O_m' and sum_m Z_m'T_t'O_m: every
+        # product by a T one gemm on the stacked blocks, every sum over levels a tensordot
+        F = [
+            2.0 * np.tensordot(_right(Z, T.T), D, ([0, 2], [0, 1])) for Z, T, D in zip(Zd, Ts, cp.D)
+        ]
         for pr, Z in zip(cp.pairs, Zp):
-            F[pr.t] += 2.0 * np.tensordot(Z @ Ts[pr.u].T, pr.O, ([0, 2], [0, 2]))
-            F[pr.u] += 2.0 * np.tensordot(Ts[pr.t] @ Z, pr.O, ([0, 1], [0, 1]))
+            F[pr.t] += 2.0 * np.tensordot(_right(Z, Ts[pr.u].T), pr.O, ([0, 2], [0, 2]))
+            TtO = _right(pr.O.transpose(0, 2, 1), Ts[pr.t]).transpose(0, 2, 1)  # T_t'O_m
+            F[pr.u] += 2.0 * np.tensordot(Z, TtO, ([0, 1], [0, 1]))
         return self.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
 
     def with_solution_terms(self, F, Ts, Y, beta, P, scale: float, reml: bool) -> np.ndarray:
@@ -77,3 +81,9 @@ class GradientAssembly:
             q = f.shape[0]
             out += [f[b, a] for b in range(q) for a in range(b, q)]
         return np.array(out)
+
+
+def _right(Z: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Z_m M for every block of Z (n, a, b), M (b, c): one gemm on the stacked rows."""
+    n, a, b = Z.shape
+    return (Z.reshape(n * a, b) @ M).reshape(n, a, M.shape[1])
