@@ -25,6 +25,7 @@ from .gradient import GradientAssembly
 MAX_DENSE = 4000  # above this many effects in the other terms, CHOLMOD's sparsity wins
 DENSE_FILL = 0.2  # L21 at least this full (and small): kept dense, S by one BLAS syrk
 DENSE_L21 = 2_000_000  # at most this many entries in a dense L21
+SCALAR_TRACE_MIN = 1e-3  # |theta_k| from which scalar terms' log|A| gradient uses diag(A^{-1})
 
 
 class CrossedFactor:
@@ -121,6 +122,30 @@ class CrossedFactor:
             self._X = np.empty((N1, self.m))
             self.L11inv = np.empty((t1.nlevels, t1.q, t1.q))
             self._R = np.empty_like(self.L11inv)
+        self.scalar = not self.dense and all(t.q == 1 for t in terms)
+        self._plan_selected_inverse()
+
+    def _plan_selected_inverse(self) -> None:
+        """Index arrays of selected_inverse's gathers, once per design: the rows of S of
+        each later term's levels, (l, q), and per pair where its blocks lie in Z21 (term 1
+        with a later term) or in S^{-1} (two later terms)."""
+        q1 = self.terms[0].q
+        self._rest_rows = [
+            self.off[k] + np.arange(t.nlevels)[:, None] * t.q + np.arange(t.q)
+            for k, t in enumerate(self.terms[1:])
+        ]
+        self._pair_index = []
+        for pr, ent in zip(self.pairs, self._pair_entry):
+            qu = self.terms[pr.u].q
+            ru = self.off[pr.u - 1] + pr.levels[:, 1][:, None] * qu + np.arange(qu)
+            if pr.t == 0 and self.dense:
+                self._pair_index.append((pr.levels[:, 0][:, None], ru))
+            elif pr.t == 0:
+                self._pair_index.append(self.ooff[ent][:, None] + np.arange(qu * q1))
+            else:
+                qt = self.terms[pr.t].q
+                rt = self.off[pr.t - 1] + pr.levels[:, 0][:, None] * qt + np.arange(qt)
+                self._pair_index.append((rt[:, :, None], ru[:, None, :]))
 
     def _a22_values(self, Ts: list[np.ndarray]) -> np.ndarray:
         vals = []
@@ -192,7 +217,10 @@ class CrossedFactor:
             r1 = np.array(c1, dtype=np.float64, order="C")
             x2 = np.ascontiguousarray(x2)
             _schur.lt_times_first(self.ptr, self.row, self.qe, self.ooff, self.W, x2, r1)
-        x1 = self._L11inv().transpose(0, 2, 1) @ r1
+        if q1 == 1:  # a scalar term 1: L11_j^{-T} is a division
+            x1 = r1 / self.L11
+        else:
+            x1 = self._L11inv().transpose(0, 2, 1) @ r1
         return [x1] + [
             x2[self.off[k] : self.off[k + 1]].reshape(t.nlevels, t.q, -1)
             for k, t in enumerate(self.terms[1:])
@@ -219,29 +247,53 @@ class CrossedFactor:
             M = np.zeros((n1, q1, q1))
             _schur.selinv_first(self.ptr, self.row, self.qe, self.ooff, self.W, Z22, Linv, Z21, M)
         Zd = [Linv.transpose(0, 2, 1) @ Linv - M @ Linv]
-        for k, t in enumerate(self.terms[1:]):
-            r = self.off[k] + np.arange(t.nlevels)[:, None] * t.q + np.arange(t.q)
-            Zd.append(Z22[r[:, :, None], r[:, None, :]])
+        Zd += [Z22[r[:, :, None], r[:, None, :]] for r in self._rest_rows]
         Zp = []
-        for pr, ent in zip(self.pairs, self._pair_entry):
-            qu = self.terms[pr.u].q
-            ru = self.off[pr.u - 1] + pr.levels[:, 1][:, None] * qu + np.arange(qu)
+        for pr, idx in zip(self.pairs, self._pair_index):
             if pr.t == 0 and self.dense:  # Z21[j, rows of (u, k), :]'
-                Zp.append(Z21[pr.levels[:, 0][:, None], ru].transpose(0, 2, 1))
+                Zp.append(Z21[idx].transpose(0, 2, 1))
             elif pr.t == 0:
-                idx = self.ooff[ent][:, None] + np.arange(qu * q1)
-                Zp.append(Z21[idx].reshape(-1, qu, q1).transpose(0, 2, 1))
+                Zp.append(Z21[idx].reshape(-1, self.terms[pr.u].q, q1).transpose(0, 2, 1))
             else:
-                qt = self.terms[pr.t].q
-                rt = self.off[pr.t - 1] + pr.levels[:, 0][:, None] * qt + np.arange(qt)
-                Zp.append(Z22[rt[:, :, None], ru[:, None, :]])
+                Zp.append(Z22[idx])
         return Zd, Zp
 
     def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
         """d objective / d theta at the last update (see gradient.py)."""
-        Zd, Zp = self.selected_inverse()
         Y = self.back_solve(self.c1, self.c2)
+        theta = np.array([float(T[0, 0]) for T in Ts]) if self.scalar else None
+        if self.scalar and np.all((theta == 0.0) | (np.abs(theta) >= SCALAR_TRACE_MIN)):
+            F = [np.array([[f]]) for f in self._scalar_logdet_gradient(theta)]
+            return self.assembly.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
+        Zd, Zp = self.selected_inverse()
         return self.assembly.gradient(Ts, Zd, Zp, Y, beta, P, scale, reml)
+
+    def _scalar_logdet_gradient(self, theta: np.ndarray) -> np.ndarray:
+        """d log|A| / d theta_k for scalar terms from the diagonal of A^{-1} only.
+
+        With Lambda = diag(theta_k on term k's levels), (A - I) P_k = Lambda'G Lambda P_k is
+        theta_k d/d theta_k of Lambda'G Lambda restricted to term k's columns, so
+        d log|A| / d theta_k = 2 tr(A^{-1}(A - I) P_k) / theta_k
+                             = 2 sum_{i in k} (1 - (A^{-1})_ii) / theta_k,
+        and 0 at theta_k = 0 (A is even in theta_k).  The diagonal of A^{-1} is S^{-1}'s
+        below term 1 (dpotri, its lower triangle) and (1 + w_j'S^{-1} w_j) / L11_j^2 on
+        term 1 (_schur.condvar_first, which reads S^{-1}'s entries on the pairs of rows
+        that share a level of term 1, lower triangle only): no pair blocks and no full
+        symmetric copy of S^{-1}.  The subtraction loses ~n_k eps / theta_k, hence
+        SCALAR_TRACE_MIN (below it the selected inverse on the pattern is used).
+        """
+        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C)
+        if info != 0:
+            raise FloatingPointError("cannot invert the Schur complement")
+        acc = np.zeros_like(self.L11)
+        _schur.condvar_first(self.ptr, self.row, self.qe, self.ooff, self.W, Zinv.T, acc)
+        L2 = self.L11[:, 0, 0] ** 2  # = 1 + theta_1^2 d_j
+        off1 = theta[0] ** 2 * self.D1[:, 0, 0] - acc[:, 0, 0]  # L2 (1 - (A^{-1})_jj)
+        sums = [np.sum(off1 / L2)]
+        sums += list(np.add.reduceat(1.0 - np.diagonal(Zinv), self.off[:-1]))
+        return np.array(
+            [2.0 * s / t if t != 0.0 else 0.0 for s, t in zip(sums, theta)], dtype=np.float64
+        )
 
     def inverse_blocks(self) -> list[np.ndarray]:
         """Diagonal blocks of A^{-1} per term, (l, q, q)."""

@@ -29,26 +29,23 @@ class GradientAssembly:
 
     def __init__(self, cp: CrossProducts):
         self.cp = cp
-        self.inc = []  # per pair: level-incidence matrices (l_t x npair), (l_u x npair)
+        self.G = []  # per pair: Z_t'W Z_u as a sparse (l_t q_t) x (l_u q_u) matrix
         for pr in cp.pairs:
-            n = len(pr.levels)
+            n, qt, qu = pr.O.shape
             lt, lu = len(cp.D[pr.t]), len(cp.D[pr.u])
-            ones = np.ones(n)
-            self.inc.append((
-                sp.csr_matrix((ones, (pr.levels[:, 0], np.arange(n))), shape=(lt, n)),
-                sp.csr_matrix((ones, (pr.levels[:, 1], np.arange(n))), shape=(lu, n)),
-            ))  # fmt: skip
+            m, c, d = np.indices((n, qt, qu)).reshape(3, -1)
+            rows, cols = pr.levels[m, 0] * qt + c, pr.levels[m, 1] * qu + d
+            self.G.append(sp.csr_matrix((pr.O.ravel(), (rows, cols)), shape=(lt * qt, lu * qu)))
 
     def G_times(self, v: list[np.ndarray]) -> list[np.ndarray]:
-        """G v, v per term as (l, q, k)."""
+        """G v, v per term as (l, q, k): the diagonal blocks batched, each pair's blocks
+        one sparse product each way (G_tu.T is its CSC view, no copy)."""
         cp = self.cp
         out = [D @ vt for D, vt in zip(cp.D, v)]
-        for pr, (it, iu) in zip(cp.pairs, self.inc):
-            a, b = pr.levels[:, 0], pr.levels[:, 1]
-            ot = pr.O @ v[pr.u][b]  # (npair, q_t, k)
-            ou = pr.O.transpose(0, 2, 1) @ v[pr.t][a]
-            out[pr.t] += (it @ ot.reshape(len(a), -1)).reshape(out[pr.t].shape)
-            out[pr.u] += (iu @ ou.reshape(len(a), -1)).reshape(out[pr.u].shape)
+        for pr, G in zip(cp.pairs, self.G):
+            vt, vu = v[pr.t], v[pr.u]
+            out[pr.t] += (G @ vu.reshape(G.shape[1], -1)).reshape(out[pr.t].shape)
+            out[pr.u] += (G.T @ vt.reshape(G.shape[0], -1)).reshape(out[pr.u].shape)
         return out
 
     def gradient(self, Ts, Zd, Zp, Y, beta, P, scale: float, reml: bool) -> np.ndarray:
@@ -56,14 +53,23 @@ class GradientAssembly:
         (l, q, q)) and the pair blocks Zp (per pair, (npair, q_t, q_u)) of A^{-1}, and Y
         (per term, (l, q, p + 1))."""
         cp = self.cp
-        p = len(beta)
-        # (tensordot: one gemm over the level axis)
-        F = [2.0 * np.tensordot(Z @ T.T, D, ([0, 2], [0, 1])) for Z, T, D in zip(Zd, Ts, cp.D)]
+        # sum_j Z_j T' D_j and, per pair, sum_m Z_m T_u'O_m' and sum_m Z_m'T_t'O_m: every
+        # product by a T one gemm on the stacked blocks, every sum over levels a tensordot
+        F = [
+            2.0 * np.tensordot(_right(Z, T.T), D, ([0, 2], [0, 1])) for Z, T, D in zip(Zd, Ts, cp.D)
+        ]
         for pr, Z in zip(cp.pairs, Zp):
-            F[pr.t] += 2.0 * np.tensordot(Z @ Ts[pr.u].T, pr.O, ([0, 2], [0, 2]))
-            F[pr.u] += 2.0 * np.tensordot(Ts[pr.t] @ Z, pr.O, ([0, 1], [0, 1]))
+            F[pr.t] += 2.0 * np.tensordot(_right(Z, Ts[pr.u].T), pr.O, ([0, 2], [0, 2]))
+            TtO = _right(pr.O.transpose(0, 2, 1), Ts[pr.t]).transpose(0, 2, 1)  # T_t'O_m
+            F[pr.u] += 2.0 * np.tensordot(Z, TtO, ([0, 1], [0, 1]))
+        return self.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
+
+    def with_solution_terms(self, F, Ts, Y, beta, P, scale: float, reml: bool) -> np.ndarray:
+        """Add the pwrss and REML terms (from Y) to F, d log|A| / d T_t per term as (q, q)
+        matrices (entry [a, b] the derivative by T_t[b, a]), and list it in theta's order."""
+        p = len(beta)
         H = self.G_times([T @ y for T, y in zip(Ts, Y)])
-        for t, (y, h, zx) in enumerate(zip(Y, H, cp.ZXY)):
+        for t, (y, h, zx) in enumerate(zip(Y, H, self.cp.ZXY)):
             h = zx - h
             u = y[:, :, p] - y[:, :, :p] @ beta
             s = h[:, :, p] - h[:, :, :p] @ beta
@@ -75,3 +81,9 @@ class GradientAssembly:
             q = f.shape[0]
             out += [f[b, a] for b in range(q) for a in range(b, q)]
         return np.array(out)
+
+
+def _right(Z: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Z_m M for every block of Z (n, a, b), M (b, c): one gemm on the stacked rows."""
+    n, a, b = Z.shape
+    return (Z.reshape(n * a, b) @ M).reshape(n, a, M.shape[1])
