@@ -5,8 +5,12 @@ the model frame, the grouping structure and Z'WZ, Z'WX, X'WX (src/_assemble.pyx)
 more pass over the rows gives, for all G responses together, Z'WY by level, X'WY and the
 diagonal of Y'WY (src/_assemble_many.pyx).  Response g's blocks of
 A = [Z X y_g]'W[Z X y_g] are then those blocks side by side, bit for bit what lmer()
-computes for that response alone, and its theta is optimized exactly as lmer() does it
-(the same objective, the same optimizer path), so the two agree to rounding.
+computes for that response alone.  Scalar terms ((1 | a) + (1 | b) + ..., unscaled
+columns): the whole fit of each response runs in C without the GIL
+(_many_scalar.fit_compiled: quasi-Newton on the analytic gradient, then lmer()'s Newton
+polish and boundary probes, so it ends at lmer()'s optimum, to 1e-8 in theta); a response
+it does not converge on, and every other model, is optimized exactly as lmer() does it
+(the same objective, the same optimizer path).
 
 Missing values in Y: the rows where a response is missing are dropped for that response
 only.  Responses with the same pattern of missing rows share one design (its own frame
@@ -62,19 +66,38 @@ def lmer_many(
     ----------
     formula : str
         The model without a response, e.g. ``"~ condition + (1 | individual) + (1 | batch)"``.
-    data : pandas.DataFrame or dict of columns
+    data : pandas, polars or pyarrow DataFrame, or dict of columns
         The design columns, one row per observation (as for :func:`lmmfast.lmer`).
-    Y : 2-D array or pandas.DataFrame, n x G
-        One column per response, rows aligned with ``data`` by position (a DataFrame's index
-        must equal ``data``'s); a DataFrame's column names become the response names, an
-        array's columns are named ``y1 .. yG``.  A missing value (NaN) drops that row for
-        that response only; a row with a missing design value is dropped for all.
+    Y : 2-D array, or pandas, polars or pyarrow DataFrame, n x G
+        One column per response, rows aligned with ``data`` by position (a pandas
+        DataFrame's index must equal ``data``'s); a frame's column names become the
+        response names, an array's columns are named ``y1 .. yG``.  A missing value (NaN)
+        drops that row for that response only; a row with a missing design value is dropped
+        for all.
     REML, weights, offset, optimizer
         As for :func:`lmmfast.lmer`; each response is fitted exactly as ``lmer`` would fit
         it alone.
     threads : int, optional
         Threads to split the responses over (default: the number of CPUs).  The results do
         not depend on it.
+
+    Notes
+    -----
+    How theta is optimized: for scalar random-effects terms only (``(1 | a) + (1 | b)``,
+    at most 8, no column of extreme scale) and where ``lmer`` would use the gradient
+    (``optimizer`` "auto" or "lbfgs"), each response's whole fit runs in compiled code,
+    the responses split over the threads in fixed ranges: a quasi-Newton descent from
+    lmer's start (theta = 1) on the analytic gradient, unbounded since the objective is
+    even in each scalar theta (the Hessian by differences of the gradient at the start,
+    BFGS updates after), then ``lmer``'s Newton polish (projected Newton steps on the
+    Hessian by differences of the gradient, theta within 1e-6 of 0 put on 0 where that
+    costs rounding) and its boundary probes (a theta at 0 is tried at 1e-3 and 0.05 and
+    the fit restarted from a lower one).  Both end at the optimum itself, so the results
+    equal ``lmer``'s (objective to 1e-10 relative, theta and beta to 1e-8).  A response
+    on which this does not converge (a Newton decrement above 1e-3, a failed
+    factorization) is refitted exactly as ``lmer`` fits it, as is every response of any
+    other model (L-BFGS-B or BOBYQA with ``lmer``'s checks).  ``fits[name].optsummary``
+    says which ("newton (compiled)" or lmer's optimizer).
 
     Returns
     -------
@@ -198,6 +221,7 @@ class _Results:
         self.singular = np.zeros(G, dtype=bool)
         self.nobs = np.zeros(G, dtype=np.int64)
         self.opt: list = [None] * G
+        self.compiled = np.zeros(G, dtype=bool)  # fitted by the compiled optimizer
         self.errors: dict[int, str] = {}
 
 
@@ -236,17 +260,23 @@ def _fit_group(frame, Y, cols, REML, optimizer, threads, out: _Results) -> Respo
     G = Y.shape[1]
     nchunks = min(threads, G)
     bounds = [(c * G // nchunks, (c + 1) * G // nchunks) for c in range(nchunks)]
+    todo = np.ones(G, dtype=bool)
+    if ctx.scalar is not None and _many_scalar.compiled_fit_applies(frame.terms, cp, frame.n):
+        todo = _many_scalar.fit_compiled(ctx, ~constant, bounds, cols, out) | constant
+    # the rest (and any response the compiled fit did not converge on): the Python path
 
     def work(lo_hi):
         # per thread: CHOLMOD's factor object and the kernel's work arrays are not shared
         like = ctx.scalar.kernel(len(keep) + 1) if ctx.scalar is not None else None
         for g in range(*lo_hi):
-            like = _fit_response(ctx, g, cols[g], constant[g], like, out)
+            if todo[g]:
+                like = _fit_response(ctx, g, cols[g], constant[g], like, out)
 
     # the matrices are small: BLAS's own threads only contend with the workers (10x slower)
     with threadpool_limits(limits=1):
-        if nchunks == 1:
-            work(bounds[0])
+        if nchunks == 1 or todo.sum() < 2 * nchunks:
+            for b in bounds:
+                work(b)
         else:
             with ThreadPoolExecutor(nchunks) as pool:
                 list(pool.map(work, bounds))
@@ -331,6 +361,8 @@ def _responses(Y, data: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
     """The response names and an (n, G) float64 copy of Y (never the caller's array)."""
     if isinstance(Y, pd.Series):
         Y = Y.to_frame()
+    elif not isinstance(Y, (pd.DataFrame, np.ndarray)) and _is_table(Y):
+        Y = _as_frame(Y).set_axis(data.index)  # polars, pyarrow: no index, rows by position
     if isinstance(Y, pd.DataFrame):
         if not Y.index.equals(data.index):
             raise DataError(
@@ -362,6 +394,13 @@ def _responses(Y, data: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
     if np.isinf(values).any():
         raise DataError("Y has infinite values; use NaN for missing ones")
     return names, values
+
+
+def _is_table(Y) -> bool:
+    """A polars, pyarrow or other dataframe-protocol table (its columns name the responses)."""
+    return hasattr(Y, "__dataframe__") or (
+        hasattr(Y, "__arrow_c_stream__") and hasattr(Y, "schema")
+    )
 
 
 def _as_columns(df: pd.DataFrame, arg, what: str):

@@ -2,27 +2,93 @@
 
 For ``~ x + (1 | a) + (1 | b)`` the factorization objects spend most of an evaluation in
 Python (tens of microseconds) on a few hundred flops.  Here one call evaluates the
-objective and its gradient.  It is the same function (to rounding) and the optimizer is
-driven exactly as lmer() drives it (the same L-BFGS-B or BOBYQA choice, since
-`has_gradient` is taken from the factorization lmer() would use), so each response
-ends at lmer()'s optimum.
+objective and its gradient, and fit_compiled runs each response's whole optimization in
+C as well (ScalarCrossed.fit_range: a quasi-Newton descent, then lmer()'s Newton polish
+and boundary probes; see lmer_many's docstring), without the GIL, one fixed range of
+responses per thread.  A response it does not converge on goes the Python way:
+ScalarDeviance, the same function (to rounding) driven exactly as lmer() drives it (the
+same L-BFGS-B or BOBYQA choice, since `has_gradient` is taken from the factorization
+lmer() would use).  Either way each response ends at lmer()'s optimum.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import _scalar_crossed
 from ._errors import DataError
+from ._lmer import _theta_scale
+from ._optimize import OptSummary
 from ._pls import Decomposition, ProfiledDeviance
+from ._result import SINGULAR_TOL
 from ._sources.crossprod import CrossProducts
 
 MAX_REST = 400  # effects in the terms after the first: above this, the factorization objects
 
 
+KMAX = 8  # terms at most for the compiled fit (src/_scalar_crossed.pyx's work arrays)
+
+
 def applies(terms) -> bool:
     """Scalar terms only, and few effects outside the first term (dense loops)."""
     return all(t.q == 1 for t in terms) and sum(t.nlevels for t in terms[1:]) <= MAX_REST
+
+
+def compiled_fit_applies(terms, cp: CrossProducts, n: int) -> bool:
+    """The whole fit in C (fit_compiled) where lmer() optimizes theta itself, unscaled:
+    at most KMAX terms and no column of extreme scale (_lmer._theta_scale)."""
+    return len(terms) <= KMAX and bool(np.all(_theta_scale(terms, cp, n) == 1.0))
+
+
+def fit_compiled(ctx, todo: np.ndarray, bounds, cols, out) -> np.ndarray:
+    """Fit the responses with `todo` of a _many._Context by ScalarCrossed.fit_range, one
+    range of `bounds` per thread (each response's fit depends on its data alone), and
+    store the converged ones in `out` at index cols[g].  Returns the mask of those that
+    did not converge (the caller fits them the Python way)."""
+    G, K, p = len(todo), len(ctx.frame.terms), len(ctx.keep)
+    Z1 = np.ascontiguousarray(ctx.ZX[0][:, 0, :])
+    ZY1 = np.ascontiguousarray(ctx.ZY[0][:, 0, :])
+    rest = len(ctx.ZX) > 1
+    Z2 = np.ascontiguousarray(np.concatenate([z[:, 0, :] for z in ctx.ZX[1:]])
+                              if rest else np.zeros((0, p)))  # fmt: skip
+    ZY2 = np.ascontiguousarray(np.concatenate([z[:, 0, :] for z in ctx.ZY[1:]])
+                               if rest else np.zeros((0, G)))  # fmt: skip
+    XtX, XY = np.ascontiguousarray(ctx.XtX), np.ascontiguousarray(ctx.XY)
+    yy = np.ascontiguousarray(ctx.yy)
+    status, nevals = np.full(G, -1, dtype=np.int64), np.zeros(G, dtype=np.int64)
+    theta, grad = np.zeros((G, K)), np.zeros((G, K))
+    hess, fmin, decrement = np.zeros((G, K, K)), np.zeros(G), np.zeros(G)
+    beta, se, sigma = np.zeros((G, max(p, 1))), np.zeros((G, max(p, 1))), np.zeros(G)
+    mask = np.ascontiguousarray(todo, dtype=np.uint8)
+
+    def work(lo_hi):
+        kernel = ctx.scalar.kernel(p + 1)  # its own work arrays
+        kernel.fit_range(*lo_hi, mask, Z1, ZY1, Z2, ZY2, XtX, XY, yy, ctx.reml,
+                         float(ctx.frame.n), ctx.ldW, status, nevals, theta, fmin, grad, hess,
+                         decrement, beta, se, sigma)  # fmt: skip
+
+    if len(bounds) == 1:
+        work(bounds[0])
+    else:
+        with ThreadPoolExecutor(len(bounds)) as pool:
+            list(pool.map(work, bounds))
+    ok = todo & (status == 0)
+    at = np.asarray(cols)
+    for g in np.flatnonzero(ok):
+        a = at[g]
+        out.theta[a], out.beta[a], out.se[a] = theta[g], beta[g, :p], se[g, :p]
+        out.opt[a] = OptSummary(
+            "newton (compiled)", np.ones(K), np.zeros(K), theta=theta[g], fmin=fmin[g],
+            feval=int(nevals[g]), converged=True, message="converged", gradient=grad[g],
+            hessian=hess[g], newton_decrement=float(decrement[g]),
+        )  # fmt: skip
+    out.sigma[at[ok]] = sigma[ok]
+    out.objective[at[ok]] = fmin[ok]
+    out.converged[at[ok]] = out.compiled[at[ok]] = True
+    out.singular[at[ok]] = np.any(theta[ok] < SINGULAR_TOL, axis=1)
+    return todo & ~ok
 
 
 class ScalarDesign:

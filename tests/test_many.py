@@ -259,7 +259,9 @@ def test_scalar_kernel_matches_the_dense_likelihood_and_finite_differences(formu
     ldW = float(np.sum(np.log(w)))
     dev = ScalarDeviance(design.kernel(cp.XtXy.shape[0]), cp, frame.terms, n, reml, ldW, True)
     Z = dense_Z(frame.terms)
-    for theta in (rng.uniform(0.2, 1.5, len(frame.terms)), np.full(len(frame.terms), 0.6)):
+    K = len(frame.terms)
+    signs = np.where(np.arange(K) % 2 == 0, -1.0, 1.0)  # the compiled fit crosses theta = 0
+    for theta in (rng.uniform(0.2, 1.5, K), np.full(K, 0.6), signs * rng.uniform(0.2, 1.5, K)):
         Lam = dense_Lambda(frame.terms, [np.array([[t]]) for t in theta])
         want, beta = marginal_objective(frame.y, frame.X, Z, Lam, w, reml)
         value, grad = dev.value_and_gradient(theta)
@@ -283,5 +285,112 @@ def test_compiled_path_matches_lmer_on_many_responses_with_singular_fits():
     f = "~ cond + (1 | ind) + (1 | batch)"
     many = lmmfast.lmer_many(f, df, Y)
     assert many._designs[0].compiled and 3 <= many.is_singular.sum() < G
+    assert many._r.compiled.mean() >= 0.9  # the whole fit in C, few fall back to Python
+    assert many.fits[many.names[0]].optsummary.optimizer == "newton (compiled)"
     for g, name in enumerate(many.names):
+        _assert_same(many, name, _single(f, df, Y[:, g]))
+
+
+def test_polars_and_pyarrow_frames_for_data_and_responses():
+    """data and Y as polars or pyarrow tables give the pandas fit (Y's column names kept)."""
+    pl = pytest.importorskip("polars")
+    pa = pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(31)
+    df = _design("crossed", 90, rng)
+    Y = _responses(df, rng, 5)
+    want = lmmfast.lmer_many(MODELS["crossed"], df, Y)
+    for data, resp in [(pl.from_pandas(df), pl.from_pandas(Y)),
+                       (pa.Table.from_pandas(df), pa.Table.from_pandas(Y))]:  # fmt: skip
+        got = lmmfast.lmer_many(MODELS["crossed"], data, resp)
+        assert list(got.names) == list(Y.columns)
+        pd.testing.assert_frame_equal(got.fixef, want.fixef)
+        pd.testing.assert_frame_equal(got.theta, want.theta)
+        pd.testing.assert_series_equal(got.objective, want.objective)
+        pd.testing.assert_series_equal(got.nobs, want.nobs)
+
+
+def _genes(rng, n_ind=40, per=6, G=24):
+    ind = np.repeat(np.arange(n_ind), per)
+    n = len(ind)
+    batch = rng.integers(0, 6, n)
+    df = pd.DataFrame({"ind": ind.astype(str), "batch": batch.astype(str),
+                       "cond": rng.choice(["c", "t"], n), "x": rng.normal(size=n)})  # fmt: skip
+    Y = (rng.normal(size=(n_ind, G)) * rng.uniform(0, 0.6, G))[ind]
+    Y += (rng.normal(size=(6, G)) * rng.uniform(0, 0.5, G))[batch] + rng.normal(size=(n, G))
+    return df, Y
+
+
+def test_compiled_fit_does_not_depend_on_threads():
+    rng = np.random.default_rng(23)
+    df, Y = _genes(rng, G=17)
+    f = "~ cond + (1 | ind) + (1 | batch)"
+    runs = [lmmfast.lmer_many(f, df, Y, threads=t) for t in (1, 2, 3)]
+    assert runs[0]._r.compiled.all()
+    for other in runs[1:]:
+        for attr in ("fixef", "se", "theta"):
+            pd.testing.assert_frame_equal(getattr(runs[0], attr), getattr(other, attr),
+                                          check_exact=True)  # fmt: skip
+        pd.testing.assert_series_equal(runs[0].objective, other.objective, check_exact=True)
+        pd.testing.assert_series_equal(runs[0].sigma, other.sigma, check_exact=True)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_compiled_fit_against_the_dense_likelihood(reml):
+    """fit_range's optimum: no point of a dense grid-and-polish search of the marginal
+    likelihood (V built densely) is lower, and beta, sigma, se are the dense GLS ones there."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(29 + reml)
+    df, Y = _genes(rng, n_ind=15, per=5, G=4)
+    f = "~ x + (1 | ind) + (1 | batch) + (1 | cond)"
+    many = lmmfast.lmer_many(f, df, Y, REML=reml, threads=1)
+    frame = build_frame(parse_formula("y" + f), df.assign(y=Y[:, 0]))
+    Z, X = dense_Z(frame.terms), frame.X
+    w = np.ones(len(df))
+    assert many._r.compiled.all()
+    for g, name in enumerate(many.names):
+        y = Y[:, g]
+
+        def obj(th, y=y):
+            Lam = dense_Lambda(frame.terms, [np.array([[t]]) for t in np.abs(th)])
+            return marginal_objective(y, X, Z, Lam, w, reml)[0]
+
+        opts = {"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000}
+        starts = ([1.0, 1.0, 1.0], [0.3, 0.3, 0.3], [1.0, 0.05, 0.05])
+        best = min(minimize(obj, s, method="Nelder-Mead", options=opts).fun for s in starts)
+        theta = many.theta.loc[name].to_numpy()
+        ours = many.objective[name]
+        assert ours <= best + 1e-9 * abs(best)
+        assert abs(ours - obj(theta)) <= 1e-10 * abs(ours)
+        Lam = dense_Lambda(frame.terms, [np.array([[t]]) for t in theta])
+        V = Z @ Lam @ Lam.T @ Z.T + np.eye(len(y))
+        Vi = np.linalg.inv(V)
+        beta = np.linalg.solve(X.T @ Vi @ X, X.T @ Vi @ y)
+        r = y - X @ beta
+        s2 = (r @ Vi @ r) / (len(y) - (X.shape[1] if reml else 0))
+        np.testing.assert_allclose(many.fixef.loc[name].to_numpy(), beta, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(many.sigma[name] ** 2, s2, rtol=1e-9)
+        se = np.sqrt(np.diag(s2 * np.linalg.inv(X.T @ Vi @ X)))
+        np.testing.assert_allclose(many.se.loc[name].to_numpy(), se, rtol=1e-8)
+
+
+def test_responses_the_compiled_fit_leaves_go_the_python_way(monkeypatch):
+    """Where fit_range does not converge the response is fitted as before (here: all)."""
+    from lmmfast import _many_scalar
+
+    real = _many_scalar.fit_compiled
+
+    def none_converge(ctx, todo, bounds, cols, out):
+        real(ctx, todo, bounds, cols, out)
+        out.compiled[:] = False
+        return todo.copy()
+
+    monkeypatch.setattr(_many_scalar, "fit_compiled", none_converge)
+    rng = np.random.default_rng(37)
+    df, Y = _genes(rng, G=5)
+    f = "~ cond + (1 | ind) + (1 | batch)"
+    many = lmmfast.lmer_many(f, df, Y)
+    assert not many._r.compiled.any()
+    for g, name in enumerate(many.names):
+        assert many.fits[name].optsummary.optimizer == "L-BFGS-B"
         _assert_same(many, name, _single(f, df, Y[:, g]))
