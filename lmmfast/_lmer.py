@@ -314,9 +314,13 @@ def _off_the_boundary(fg, opt, lower):
 
 
 def _polish(fg, opt, lower) -> None:
-    """Newton steps on the analytic gradient to the optimum itself (see _polish.py)."""
+    """Newton steps on the analytic gradient to the optimum itself (see _polish.py), from
+    the optimum check's gradient and Hessian where they were taken at opt.theta."""
+    at = None
+    if opt.hessian_at is not None and np.array_equal(opt.hessian_at[0], opt.theta):
+        at = (opt.hessian_at[1], opt.gradient, opt.hessian)
     try:
-        x, fx, k = newton_polish(fg, opt.theta, lower)
+        x, fx, k = newton_polish(fg, opt.theta, lower, at)
     except (DataError, FloatingPointError, np.linalg.LinAlgError):
         return
     opt.feval += k

@@ -26,6 +26,8 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import ThreadpoolController
 
+from ._polish import gradient_hessian
+
 _RESULTS = {
     nlopt.SUCCESS: "success",
     nlopt.STOPVAL_REACHED: "stopval reached",
@@ -57,6 +59,8 @@ class OptSummary:
     maxeval: int = 100_000
     xtol_rel: float = 0.0
     krylov: object = None  # method="krylov": its error report (lmmfast._factor.krylov)
+    # (theta, f) where hessian was taken from the analytic gradient (the polish reuses it)
+    hessian_at: tuple | None = field(default=None, repr=False, compare=False)
 
     def to_theta_scale(self, scale: np.ndarray) -> None:
         """The optimizer worked in eta = theta / scale: express the record in theta."""
@@ -64,6 +68,7 @@ class OptSummary:
         if self.gradient is not None:
             self.gradient = self.gradient / scale
             self.hessian = self.hessian / np.outer(scale, scale)
+        self.hessian_at = None
 
 
 def bobyqa(f, theta0: np.ndarray, lower: np.ndarray, **tol) -> OptSummary:
@@ -200,12 +205,19 @@ def minimize_theta(
     L-BFGS-B does not converge); a BOBYQA polish where the optimum looks doubtful; then,
     at a singular optimum, restarts from leave_singular() until they stop improving.
     tolerances: BOBYQA's (Control.tolerances); lbfgs_options: scipy's L-BFGS-B options;
-    check(opt) -> doubtful (default check_optimum by differences of f)."""
+    check(opt) -> doubtful (default: check_optimum_fg from the gradient where fg is given,
+    else check_optimum by differences of f)."""
     tol = tolerances or {}
-    if check is None:
 
-        def check(opt):
-            return check_optimum(f, opt)
+    def by_differences(opt):
+        return check_optimum(f, opt)
+
+    def by_gradient(opt):
+        return check_optimum_fg(fg, opt)
+
+    # after the BOBYQA polish: from the gradient unless the caller's check replaces it
+    recheck = by_gradient if fg is not None and check is None else by_differences
+    check = check or recheck
 
     def run(start):
         opt = None
@@ -225,7 +237,7 @@ def minimize_theta(
             polished.feval += opt.feval
             if polished.fmin <= opt.fmin:
                 opt = polished
-            doubtful = opt.converged and check_optimum(f, opt)
+            doubtful = opt.converged and recheck(opt)
         return opt, doubtful
 
     with _one_blas_thread():
@@ -313,11 +325,9 @@ DECREMENT_TOL = 1e-3  # deviance units: below this the optimum cannot be improve
 
 
 def check_optimum(f, s: OptSummary) -> bool:
-    """Gradient and Hessian of the objective at the optimum (central differences, as lme4's
-    checkConv), and the Newton decrement g'H^{-1}g / 2 over the parameters not held at a
-    bound: the improvement a Newton step would predict, in deviance units.  Unlike lme4's
-    absolute gradient test this does not grow with n, so large fits raise no false alarms.
-    Returns True if the optimum is doubtful (decrement above DECREMENT_TOL)."""
+    """Gradient and Hessian of the objective at the optimum (central differences of f, as
+    lme4's checkConv; 2k + k(k-1)/2 evaluations), then decrement(): True if the optimum
+    is doubtful.  Where the analytic gradient exists, check_optimum_fg does this in 2k + 1."""
     x = s.theta
     k = len(x)
     h = 1e-4 * np.maximum(np.abs(x), 0.1)
@@ -337,6 +347,30 @@ def check_optimum(f, s: OptSummary) -> bool:
             H[i, i] = (f(x + 2 * h[i] * E[i]) - 2 * fp[i] + fx) / h[i] ** 2
     s.feval += 2 * k + k * (k - 1) // 2
     s.gradient, s.hessian = g, H
+    return decrement(s, h)
+
+
+def check_optimum_fg(fg, s: OptSummary) -> bool:
+    """check_optimum from the analytic gradient: g = fg(theta) and H by central differences
+    of the gradient (forward ones where the step would cross a bound), symmetrized: 2k + 1
+    evaluations instead of 2k + k(k-1)/2 (20 theta: 41 instead of 230).  The record keeps
+    where H was taken (s.hessian_at, with f there): the Newton polish reuses it."""
+    x = np.array(s.theta, dtype=float)
+    fx, g = fg(x)
+    g = np.asarray(g, dtype=float)
+    H, nevals = gradient_hessian(fg, x, g, s.lower)
+    s.feval += 1 + nevals
+    s.gradient, s.hessian = g, H
+    s.hessian_at = (x, float(fx))
+    return decrement(s, 1e-4 * np.maximum(np.abs(x), 0.1))  # check_optimum's steps
+
+
+def decrement(s: OptSummary, h: np.ndarray) -> bool:
+    """The Newton decrement g'H^{-1}g / 2 over the parameters not held at a bound (s.gradient,
+    s.hessian): the improvement a Newton step would predict, in deviance units.  Unlike
+    lme4's absolute gradient test this does not grow with n, so large fits raise no false
+    alarms.  Returns True if the optimum is doubtful (decrement above DECREMENT_TOL)."""
+    x, g, H = s.theta, s.gradient, s.hessian
     free = ~((x <= s.lower) & (g >= 0))
     if not free.any():
         s.newton_decrement = 0.0

@@ -25,19 +25,27 @@ STEP_TOL = 1e-12  # stop when the step is below this (relative to max(|x|, 1))
 SNAP = 1e-6  # a bounded parameter this close to its bound is tried on it
 
 
-def newton_polish(fg, x: np.ndarray, lower: np.ndarray):
+def newton_polish(fg, x: np.ndarray, lower: np.ndarray, at=None):
     """Projected Newton steps from x (theta >= lower) on fg(x) -> (f, g).
-    Returns (x, f, evaluations)."""
+    at: (f, g, H) at x already known (the optimum check's, H over all parameters), so that
+    a fit builds one Hessian, not two.  Returns (x, f, evaluations)."""
     x = np.array(x, dtype=np.float64)
-    f, g = fg(x)
-    nevals = 1
+    if at is None:
+        f, g = fg(x)
+        nevals = 1
+        Hall = None
+    else:
+        f, g, Hall = at
+        nevals = 0
     H, free0 = None, None
     for _ in range(STEPS):
         free = ~((x <= lower) & (g >= 0))
         if not free.any():
             break
-        if H is None or not np.array_equal(free, free0):  # later steps reuse the Hessian
-            H, k = _hessian(fg, x, g, lower, free)
+        if Hall is not None:  # every step uses the Hessian at the start
+            H = Hall[np.ix_(free, free)]
+        elif H is None or not np.array_equal(free, free0):  # later steps reuse the Hessian
+            H, k = gradient_hessian(fg, x, g, lower, free)
             free0 = free
             nevals += k
         try:
@@ -69,22 +77,23 @@ def newton_polish(fg, x: np.ndarray, lower: np.ndarray):
     return x, f, nevals
 
 
-def _hessian(fg, x, g, lower, free):
-    """Central differences of the gradient over the free parameters (forward ones where a
-    central step would cross the bound), symmetrized."""
-    idx = np.flatnonzero(free)
+def gradient_hessian(fg, x, g, lower, free=None):
+    """Central differences of the gradient fg(x)[1] over the free parameters (all where free
+    is None; forward differences where a central step would cross the bound), symmetrized.
+    Returns (H over the free parameters, evaluations)."""
+    idx = np.arange(len(x)) if free is None else np.flatnonzero(free)
     H = np.zeros((len(idx), len(idx)))
     k = 0
     for c, i in enumerate(idx):
         h = 1e-5 * max(abs(x[i]), 0.1)
         up = x.copy()
         up[i] += h
-        gp = fg(up)[1]
+        gp = np.asarray(fg(up)[1])
         k += 1
         if x[i] - h >= lower[i]:
             dn = x.copy()
             dn[i] -= h
-            H[:, c] = (gp - fg(dn)[1])[idx] / (2 * h)
+            H[:, c] = (gp - np.asarray(fg(dn)[1]))[idx] / (2 * h)
             k += 1
         else:
             H[:, c] = (gp - g)[idx] / h

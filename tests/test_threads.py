@@ -86,9 +86,9 @@ def test_evaluations_run_with_one_blas_thread(monkeypatch):
     seen = []
     real = ProfiledDeviance.decompose
 
-    def spy(self, theta):
+    def spy(self, theta, *rest):
         seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
-        return real(self, theta)
+        return real(self, theta, *rest)
 
     monkeypatch.setattr(ProfiledDeviance, "decompose", spy)
     lmmfast.lmer("y ~ x + (1 | u) + (1 | v)", _crossed(n=2000, nu=300, nv=40))

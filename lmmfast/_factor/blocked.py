@@ -47,6 +47,13 @@ class BlockedFactor:
         self.threads = kernel_threads(nlev, PARALLEL_LEVELS)
         self._C = np.empty((self.threads, p1, p1))
         self._ld = np.empty(self.threads)
+        self._lower = np.tri(p1, dtype=bool)
+        # theta's entry T_t[a, b] (a >= b, column-major) in F: found once, not per gradient
+        rows = [o + b for k, t in enumerate(terms) for o in [int(self.qoff[k])]
+                for b in range(t.q) for a in range(b, t.q)]  # fmt: skip
+        cols = [o + a for k, t in enumerate(terms) for o in [int(self.qoff[k])]
+                for b in range(t.q) for a in range(b, t.q)]  # fmt: skip
+        self._theta_at = (np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp))
         # many fixed effects (a factor with many levels): the kernel does the blocks and y,
         # BLAS the p-wide part (R_ZX and R_ZX'R_ZX: nlev Q p^2 flops at BLAS speed)
         self.wide = p1 > WIDE_X
@@ -76,8 +83,8 @@ class BlockedFactor:
             raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
         if self.wide:
             return float(_sum_chunks(self._ld)), self._wide_update(T)
-        C = _sum_chunks(self._C)
-        return float(_sum_chunks(self._ld)), np.tril(C) + np.tril(C, -1).T
+        C = _sum_chunks(self._C)  # its lower half: mirrored (one pass, no temporaries)
+        return float(_sum_chunks(self._ld)), np.where(self._lower, C, C.T)
 
     def _wide_update(self, T: np.ndarray) -> np.ndarray:
         """cu_j = L_j^{-1} T' ZXY_j for all levels at once, and C = sum_j cu_j'cu_j (dsyrk)."""
@@ -107,11 +114,7 @@ class BlockedFactor:
         F = _sum_chunks(F)
         if reml and by_rx and p:
             F -= 2.0 * T.T @ self._reml_HPH(T, RX)
-        out = []
-        for k, t in enumerate(self.terms):  # theta at T_t[a, b] (a >= b), column-major
-            o = int(self.qoff[k])
-            out += [F[o + b, o + a] for b in range(t.q) for a in range(b, t.q)]
-        return np.array(out)
+        return F[self._theta_at]  # theta at T_t[a, b] (a >= b), column-major
 
     def _reml_HPH(self, T: np.ndarray, RX: np.ndarray) -> np.ndarray:
         """sum_j H_j P H_j' with H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj and P = (R_X'R_X)^{-1}."""
