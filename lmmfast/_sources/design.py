@@ -255,9 +255,14 @@ def _check_size(terms: Terms, values, n: int, rhs: str) -> None:
     ncol = 1 + sum(int(np.prod([width(values[i]) for i in t])) for t in terms.terms)
     check_allocation(
         3 * 8 * n * ncol, f"the model matrix of {rhs!r} ({n} rows x ~{ncol} columns)",
-        "A categorical variable with this many levels belongs in a random-effects term, e.g. "
-        "(1 | variable), not in the fixed effects.",
+        _MANY_LEVELS,
     )  # fmt: skip
+
+
+_MANY_LEVELS = (
+    "A categorical variable with this many levels belongs in a random-effects term, e.g. "
+    "(1 | variable), not in the fixed effects."
+)
 
 
 def _model_codes(terms: Terms, kinds: dict) -> list[dict[int, bool]]:
@@ -341,9 +346,11 @@ def _sparse_rows(terms: Terms, values, kinds: dict, n: int):
         plan.append(parts)
         names += tnames
         nnz += int(per.sum())
+    p = len(names)  # the fit then holds a few dense p x p blocks (X'WX, its factors)
     check_allocation(
-        48 * nnz, f"the sparse model matrix ({n} rows x {len(names)} columns, {nnz} non-zeros)",
-        "Simplify the fixed effects, or put the many-level factor in a random-effects term.",
+        48 * nnz + 64 * p * p,
+        f"the sparse model matrix ({n} rows x {p} columns, {nnz} non-zeros) and the fit's "
+        f"{p} x {p} fixed-effects blocks", _MANY_LEVELS,
     )  # fmt: skip
     blocks = [RowSparse.dense([np.ones(n)], n)] if terms.intercept else []
     for parts in plan:
