@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 import lmmfast
-from lmmfast._sources import design as design_mod
 from lmmfast._sources import frame as frame_mod
 from lmmfast._sources.design import build_design
 from lmmfast._sources.rterms import r_terms
@@ -67,8 +66,9 @@ def test_sparse_design_is_the_dense_model_matrix(rhs, contrasts):
 
 def test_wide_design_is_built_sparse_by_default():
     rhs = "x + g:f"  # 1 + 1 + 60 = 62 columns: dense; "x * g * f": 120 columns: sparse
-    assert isinstance(build_design(rhs, DATA, "y ~ " + rhs)[0], list)
-    cols, names, _ = build_design("x * g * f", DATA, "y ~ x * g * f")
+    assert isinstance(build_design(rhs, DATA, "y ~ " + rhs, sparse_from=64)[0], list)
+    assert isinstance(build_design("x * g * f", DATA, "y ~ x * g * f")[0], list)  # never
+    cols, names, _ = build_design("x * g * f", DATA, "y ~ x * g * f", sparse_from=64)
     assert isinstance(cols, SparseColumns) and len(cols) == len(names) == 120
     dense = build_design("x * g * f", DATA, "y ~ x * g * f", sparse=False)[0]
     old = frame_mod._sparse_columns(dense)  # the dense-then-converted matrix of before
@@ -114,7 +114,7 @@ def test_sparse_build_has_no_dense_intermediate():
     data = pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, k, n).astype(str)})
     tracemalloc.start()
     try:
-        cols, names, _ = build_design("x + g", data, "y ~ x + g")
+        cols, names, _ = build_design("x + g", data, "y ~ x + g", sparse_from=64)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -141,11 +141,10 @@ def _data_for_fit():
 def test_fit_with_sparse_design_equals_dense(monkeypatch, formula, weighted):
     df = _data_for_fit()
     kw = {"weights": "w"} if weighted else {}
-    monkeypatch.setattr(design_mod, "SPARSE_COLUMNS", 10**9)
     monkeypatch.setattr(frame_mod, "SPARSE_COLUMNS", 10**9)  # dense X all the way
     dense = lmmfast.lmer(formula, df, REML=False, contrasts={"g": "sum"}, **kw)
     assert not isinstance(dense._frame.Xcols, SparseColumns)
-    monkeypatch.setattr(design_mod, "SPARSE_COLUMNS", 1)
+    monkeypatch.setattr(frame_mod, "SPARSE_COLUMNS", 1)
     sparse = lmmfast.lmer(formula, df, REML=False, contrasts={"g": "sum"}, **kw)
     assert isinstance(sparse._frame.Xcols, SparseColumns)
     assert list(sparse.beta.index if hasattr(sparse.beta, "index") else []) == list(

@@ -29,7 +29,7 @@ from .rexpr import parse
 from .rfunctions import Env, data_symbols, evaluate
 from .rterms import Terms, r_terms
 from .rvalues import Char, Factor, Logical, Matrix, as_factor
-from .sparse_columns import SPARSE_COLUMNS, RowSparse, SparseColumns, stack_columns
+from .sparse_columns import RowSparse, SparseColumns, stack_columns
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Design:
     kinds: dict  # variable label -> {"kind": "numeric" | "matrix" | "factor", ...}
     state: dict  # stateful functions' state, keyed by deparsed call (see rfunctions)
     names: list[str] = field(default_factory=list)  # the column names at fitting time
+    sparse_from: int | None = None  # columns() is sparse from this many columns (None: never)
 
     @property
     def required_variables(self) -> set[str]:
@@ -66,7 +67,7 @@ class Design:
             _variable(v, lab, env, self.kinds[lab]) for v, lab in zip(terms.variables, terms.labels)
         ]  # fmt: skip
         if sparse is None:
-            sparse = _is_wide(terms, values, self.kinds)
+            sparse = _is_wide(terms, values, self.kinds, self.sparse_from)
         cols, _ = _assemble(terms, values, self.kinds, len(data), sparse)
         return cols
 
@@ -106,7 +107,7 @@ class Design:
             lab: {**k, "contrast": name} if k["kind"] == "factor" else k
             for lab, k in self.kinds.items()
         }  # fmt: skip
-        return Design(self.rhs, kinds, self.state, [])
+        return Design(self.rhs, kinds, self.state, [], self.sparse_from)
 
     def columns_of(self, values: dict) -> tuple[list[np.ndarray], list[str]]:
         """(model columns, names) from the variables' values rather than from data: label
@@ -137,23 +138,27 @@ class Design:
         return cls(rhs, kinds, {}, (["(Intercept)"] if intercept else []) + list(names))
 
     def to_json(self) -> dict:
-        return {"kind": "r", "rhs": self.rhs, "kinds": self.kinds, "state": self.state,
-                "names": self.names}  # fmt: skip
+        out = {"kind": "r", "rhs": self.rhs, "kinds": self.kinds, "state": self.state,
+               "names": self.names}  # fmt: skip
+        if self.sparse_from is not None:
+            out["sparse_from"] = self.sparse_from
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> Design:
-        return cls(d["rhs"], d["kinds"], d["state"], d["names"])
+        return cls(d["rhs"], d["kinds"], d["state"], d["names"], d.get("sparse_from"))
 
 
 def build_design(
     rhs: str, frame: pd.DataFrame, formula: str, contrasts: dict | None = None,
-    sparse: bool | None = None,
+    sparse: bool | None = None, sparse_from: int | None = None,
 ):  # fmt: skip
     """(columns, names, Design) of the right-hand side `rhs` on the fitting rows.
 
     The columns are a list of (n,) arrays, or SparseColumns if sparse (None: if there are
-    SPARSE_COLUMNS columns or more, as with a many-level factor), built from the factors'
-    codes without a dense n x p intermediate."""
+    sparse_from columns or more, as with a many-level factor; None: never), built from the
+    factors' codings without a dense n x p intermediate.  The Design keeps sparse_from for
+    new data."""
     terms = r_terms(rhs, formula)
     env = Env(frame, {}, fitting=True)
     values = [_variable(v, lab, env, None) for v, lab in zip(terms.variables, terms.labels)]
@@ -179,11 +184,11 @@ def build_design(
             f"effects; the factors are {factors}"
         )
     if sparse is None:
-        sparse = _is_wide(terms, values, kinds)
+        sparse = _is_wide(terms, values, kinds, sparse_from)
     if not sparse:  # the sparse build estimates its own size, from the non-zeros
         _check_size(terms, values, len(frame), rhs)
     cols, names = _assemble(terms, values, kinds, len(frame), sparse)
-    return cols, names, Design(rhs, kinds, env.state, names)
+    return cols, names, Design(rhs, kinds, env.state, names, sparse_from)
 
 
 def evaluate_vector(expr: str, frame: pd.DataFrame, what: str) -> np.ndarray:
@@ -292,9 +297,11 @@ def _assemble(terms: Terms, values, kinds: dict, n: int, sparse: bool = False):
     return cols, names
 
 
-def _is_wide(terms: Terms, values, kinds: dict) -> bool:
-    """Whether the model matrix has SPARSE_COLUMNS columns or more: then it is built (and
+def _is_wide(terms: Terms, values, kinds: dict, sparse_from: int | None) -> bool:
+    """Whether the model matrix has sparse_from columns or more: then it is built (and
     kept) sparse, as a many-level factor's indicator columns are mostly zeros."""
+    if sparse_from is None:
+        return False
     ncol = int(terms.intercept)
     for term, code in zip(terms.terms, _model_codes(terms, kinds)):
         width = 1
@@ -305,7 +312,7 @@ def _is_wide(terms: Terms, values, kinds: dict) -> bool:
             elif kind["kind"] == "matrix":
                 width *= value.values.shape[1]
         ncol += width
-    return ncol >= SPARSE_COLUMNS
+    return ncol >= sparse_from
 
 
 def _assemble_sparse(terms: Terms, values, kinds: dict, n: int):

@@ -72,7 +72,9 @@ def build_frame(
             f"{', '.join(map(repr, used))}; check those columns"
         )
     y = _response(parsed.response, frame)
-    Xcols, xnames, fixed_spec = _model_columns(parsed.fixed, frame, parsed.formula, contrasts)
+    Xcols, xnames, fixed_spec = _model_columns(
+        parsed.fixed, frame, parsed.formula, contrasts, sparse_from=SPARSE_COLUMNS
+    )  # a wide fixed part is built sparse (design.py); random-effect columns stay dense
     if len(Xcols) >= SPARSE_COLUMNS and not isinstance(Xcols, SparseColumns):
         Xcols = _sparse_columns(Xcols)  # many columns: X'WX by sparse products
     n = len(frame)
@@ -205,7 +207,9 @@ def _term(rt, frame: pd.DataFrame, formula: str) -> ReTerm:
     return ReTerm(rt.label, cnames, codes, labels, order, Zcols, spec, tuple(rt.factors))
 
 
-def _model_columns(expr: str, frame: pd.DataFrame, formula: str, contrasts=None):
+def _model_columns(
+    expr: str, frame: pd.DataFrame, formula: str, contrasts=None, sparse_from: int | None = None
+):
     """The model columns of a formula's right-hand side: (columns, names, spec).
 
     A plain sum of numeric columns (with or without intercept, the common case) is read
@@ -220,7 +224,7 @@ def _model_columns(expr: str, frame: pd.DataFrame, formula: str, contrasts=None)
         if intercept:
             cols.insert(0, np.broadcast_to(np.float64(1.0), (n,)))  # all ones, not allocated
         return cols, (["(Intercept)"] if intercept else []) + names, ("columns", intercept, names)
-    cols, names, spec = build_design(expr, frame, formula, contrasts)
+    cols, names, spec = build_design(expr, frame, formula, contrasts, sparse_from=sparse_from)
     _check_finite(cols, names)
     return cols, names, spec
 
