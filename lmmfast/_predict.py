@@ -10,6 +10,7 @@ from ._sources.formula import parse_formula
 from ._sources.frame import _as_frame, evaluate_columns
 from ._sources.rexpr import parse
 from ._sources.rfunctions import Env, evaluate
+from ._sources.sparse_columns import SparseColumns
 
 _NONE = {"~0", "~ 0", "0", "NA", "~NA", "~ NA", "~-1", "~ -1"}
 
@@ -34,10 +35,12 @@ def predict(fit, newdata, re_form, allow_new_levels: bool) -> pd.Series:
         return pd.Series(pred, index=fit.row_index, name="predicted")
     data = _as_frame(newdata)
     X = evaluate_columns(fit._fixed_spec, data)
-    X = [X[j] for j in fit._keep]
-    pred = np.zeros(len(data))
-    for col, b in zip(X, fit.beta):
-        pred += col * b
+    if isinstance(X, SparseColumns):  # a wide design (many-level factors): one sparse product
+        pred = X.matrix[:, fit._keep] @ np.asarray(fit.beta, dtype=np.float64)
+    else:
+        pred = np.zeros(len(data))
+        for col, b in zip((X[j] for j in fit._keep), fit.beta):
+            pred += col * b
     pred += _offset(fit, data)
     for k in use:
         t = fit.terms[k]

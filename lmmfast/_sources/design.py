@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from .._errors import ArgumentError, DataError
 from .._memory import check_allocation
@@ -28,6 +29,7 @@ from .rexpr import parse
 from .rfunctions import Env, data_symbols, evaluate
 from .rterms import Terms, r_terms
 from .rvalues import Char, Factor, Logical, Matrix, as_factor
+from .sparse_columns import RowSparse, SparseColumns, stack_columns
 
 
 @dataclass(frozen=True)
@@ -49,20 +51,24 @@ class Design:
     kinds: dict  # variable label -> {"kind": "numeric" | "matrix" | "factor", ...}
     state: dict  # stateful functions' state, keyed by deparsed call (see rfunctions)
     names: list[str] = field(default_factory=list)  # the column names at fitting time
+    sparse_from: int | None = None  # columns() is sparse from this many columns (None: never)
 
     @property
     def required_variables(self) -> set[str]:
         terms = r_terms(self.rhs)
         return {s for v in terms.variables for s in data_symbols(v)}
 
-    def columns(self, data: pd.DataFrame) -> list[np.ndarray]:
-        """The model columns on (new) data: NaN for rows with a missing value."""
+    def columns(self, data: pd.DataFrame, sparse: bool | None = None):
+        """The model columns on (new) data: NaN for rows with a missing value.  A list of
+        (n,) columns, or SparseColumns when sparse (None: when the matrix is wide)."""
         terms = r_terms(self.rhs)
         env = Env(data, self.state, fitting=False)
         values = [
             _variable(v, lab, env, self.kinds[lab]) for v, lab in zip(terms.variables, terms.labels)
         ]  # fmt: skip
-        cols, _ = _assemble(terms, values, self.kinds, len(data))
+        if sparse is None:
+            sparse = _is_wide(terms, values, self.kinds, self.sparse_from)
+        cols, _ = _assemble(terms, values, self.kinds, len(data), sparse)
         return cols
 
     def terms(self) -> tuple[bool, list[DesignTerm]]:
@@ -101,7 +107,7 @@ class Design:
             lab: {**k, "contrast": name} if k["kind"] == "factor" else k
             for lab, k in self.kinds.items()
         }  # fmt: skip
-        return Design(self.rhs, kinds, self.state, [])
+        return Design(self.rhs, kinds, self.state, [], self.sparse_from)
 
     def columns_of(self, values: dict) -> tuple[list[np.ndarray], list[str]]:
         """(model columns, names) from the variables' values rather than from data: label
@@ -132,16 +138,27 @@ class Design:
         return cls(rhs, kinds, {}, (["(Intercept)"] if intercept else []) + list(names))
 
     def to_json(self) -> dict:
-        return {"kind": "r", "rhs": self.rhs, "kinds": self.kinds, "state": self.state,
-                "names": self.names}  # fmt: skip
+        out = {"kind": "r", "rhs": self.rhs, "kinds": self.kinds, "state": self.state,
+               "names": self.names}  # fmt: skip
+        if self.sparse_from is not None:
+            out["sparse_from"] = self.sparse_from
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> Design:
-        return cls(d["rhs"], d["kinds"], d["state"], d["names"])
+        return cls(d["rhs"], d["kinds"], d["state"], d["names"], d.get("sparse_from"))
 
 
-def build_design(rhs: str, frame: pd.DataFrame, formula: str, contrasts: dict | None = None):
-    """(columns, names, Design) of the right-hand side `rhs` on the fitting rows."""
+def build_design(
+    rhs: str, frame: pd.DataFrame, formula: str, contrasts: dict | None = None,
+    sparse: bool | None = None, sparse_from: int | None = None,
+):  # fmt: skip
+    """(columns, names, Design) of the right-hand side `rhs` on the fitting rows.
+
+    The columns are a list of (n,) arrays, or SparseColumns if sparse (None: if there are
+    sparse_from columns or more, as with a many-level factor; None: never), built from the
+    factors' codings without a dense n x p intermediate.  The Design keeps sparse_from for
+    new data."""
     terms = r_terms(rhs, formula)
     env = Env(frame, {}, fitting=True)
     values = [_variable(v, lab, env, None) for v, lab in zip(terms.variables, terms.labels)]
@@ -166,9 +183,12 @@ def build_design(rhs: str, frame: pd.DataFrame, formula: str, contrasts: dict | 
             f"contrasts given for {sorted(contrasts)}, which {verb} not a factor of the fixed "
             f"effects; the factors are {factors}"
         )
-    _check_size(terms, values, len(frame), rhs)
-    cols, names = _assemble(terms, values, kinds, len(frame))
-    return cols, names, Design(rhs, kinds, env.state, names)
+    if sparse is None:
+        sparse = _is_wide(terms, values, kinds, sparse_from)
+    if not sparse:  # the sparse build estimates its own size, from the non-zeros
+        _check_size(terms, values, len(frame), rhs)
+    cols, names = _assemble(terms, values, kinds, len(frame), sparse)
+    return cols, names, Design(rhs, kinds, env.state, names, sparse_from)
 
 
 def evaluate_vector(expr: str, frame: pd.DataFrame, what: str) -> np.ndarray:
@@ -240,9 +260,14 @@ def _check_size(terms: Terms, values, n: int, rhs: str) -> None:
     ncol = 1 + sum(int(np.prod([width(values[i]) for i in t])) for t in terms.terms)
     check_allocation(
         3 * 8 * n * ncol, f"the model matrix of {rhs!r} ({n} rows x ~{ncol} columns)",
-        "A categorical variable with this many levels belongs in a random-effects term, e.g. "
-        "(1 | variable), not in the fixed effects.",
+        _MANY_LEVELS,
     )  # fmt: skip
+
+
+_MANY_LEVELS = (
+    "A categorical variable with this many levels belongs in a random-effects term, e.g. "
+    "(1 | variable), not in the fixed effects."
+)
 
 
 def _model_codes(terms: Terms, kinds: dict) -> list[dict[int, bool]]:
@@ -259,7 +284,10 @@ def _model_codes(terms: Terms, kinds: dict) -> list[dict[int, bool]]:
     return codes
 
 
-def _assemble(terms: Terms, values, kinds: dict, n: int):
+def _assemble(terms: Terms, values, kinds: dict, n: int, sparse: bool = False):
+    """(model columns, names): a list of dense (n,) columns, or SparseColumns if sparse."""
+    if sparse:
+        return _assemble_sparse(terms, values, kinds, n)
     cols = [np.ones(n)] if terms.intercept else []
     names = ["(Intercept)"] if terms.intercept else []
     for term, code in zip(terms.terms, _model_codes(terms, kinds)):
@@ -267,6 +295,125 @@ def _assemble(terms: Terms, values, kinds: dict, n: int):
         cols += tcols
         names += tnames
     return cols, names
+
+
+def _is_wide(terms: Terms, values, kinds: dict, sparse_from: int | None) -> bool:
+    """Whether the model matrix has sparse_from columns or more: then it is built (and
+    kept) sparse, as a many-level factor's indicator columns are mostly zeros."""
+    if sparse_from is None:
+        return False
+    ncol = int(terms.intercept)
+    for term, code in zip(terms.terms, _model_codes(terms, kinds)):
+        width = 1
+        for v in term:
+            value, kind = values[v], kinds[terms.labels[v]]
+            if kind["kind"] == "factor":
+                width *= len(value.levels) - bool(code[v])
+            elif kind["kind"] == "matrix":
+                width *= value.values.shape[1]
+        ncol += width
+    return ncol >= sparse_from
+
+
+def _assemble_sparse(terms: Terms, values, kinds: dict, n: int):
+    """The columns _assemble builds, as SparseColumns made from the variables' non-zeros
+    row by row (peak memory: the non-zeros, not n x p).
+
+    A row where a variable is missing or infinite is built dense (0 * NaN is NaN there, a
+    structural zero would say 0), then put in place: the same matrix either way."""
+    bad = np.zeros(n, dtype=bool)
+    for v in values:
+        bad |= _nonfinite(v, n)
+    if not bad.any():
+        return _sparse_rows(terms, values, kinds, n)
+    good, rest = np.flatnonzero(~bad), np.flatnonzero(bad)
+    X, names = _sparse_rows(terms, [_rows(v, good) for v in values], kinds, len(good))
+    dense, _ = _assemble(terms, [_rows(v, rest) for v in values], kinds, len(rest))
+    D = sp.csr_matrix(np.column_stack(dense)) if dense else sp.csr_matrix((len(rest), 0))
+    M = sp.vstack([X.matrix, D]).tocoo()
+    order = np.concatenate([good, rest])
+    M = sp.coo_matrix((M.data, (order[M.row], M.col)), shape=(n, M.shape[1]))
+    return SparseColumns(M.tocsc()), names
+
+
+def _sparse_rows(terms: Terms, values, kinds: dict, n: int):
+    """_assemble_sparse on rows where every value is finite: each term the row-wise product
+    of its variables' RowSparse, the first variable varying fastest (_term_columns' order
+    and products), its size estimated before it is built."""
+    plan, names = [], ["(Intercept)"] if terms.intercept else []
+    nnz = n * int(terms.intercept)
+    for term, code in zip(terms.terms, _model_codes(terms, kinds)):
+        parts, per, tnames = [], np.ones(n, dtype=np.int64), [""]
+        for v in sorted(term):
+            label = terms.labels[v]
+            part, vnames, count = _variable_plan(values[v], label, kinds[label], code[v], n)
+            parts.append(part)
+            per = per * count
+            tnames = [f"{m}:{vn}" if m else vn for vn in vnames for m in tnames]
+        plan.append(parts)
+        names += tnames
+        nnz += int(per.sum())
+    p = len(names)  # the fit then holds a few dense p x p blocks (X'WX, its factors)
+    check_allocation(
+        48 * nnz + 64 * p * p,
+        f"the sparse model matrix ({n} rows x {p} columns, {nnz} non-zeros) and the fit's "
+        f"{p} x {p} fixed-effects blocks", _MANY_LEVELS,
+    )  # fmt: skip
+    blocks = [RowSparse.dense([np.ones(n)], n)] if terms.intercept else []
+    for parts in plan:
+        rows = parts[0]()
+        for part in parts[1:]:
+            rows = rows.kron(part())
+        blocks.append(rows)
+    return stack_columns(blocks, n), names
+
+
+def _variable_plan(value, label: str, kind: dict, by_contrasts: bool, n: int):
+    """(a function making the variable's RowSparse, its column names, its entries per row)."""
+    if kind["kind"] == "factor":
+        C, names = _sparse_coding(value.levels, label, kind, by_contrasts)
+        per_level = np.append(np.diff(C.indptr), C.shape[1])  # code -1: the NaN row
+        return (lambda: RowSparse.coded(value.codes, C)), names, per_level[value.codes]
+    cols, names = _variable_columns(value, label, kind, by_contrasts)
+    return (lambda: RowSparse.dense(cols, n)), names, len(cols)
+
+
+def _sparse_coding(levels: list[str], label: str, kind: dict, by_contrasts: bool):
+    """_coding as a sparse matrix, without its dense levels x levels form where the coding
+    is mostly zeros (indicators, treatment, SAS and sum contrasts): the same values."""
+    k = len(levels)
+    name = kind["contrast"] if by_contrasts else "indicators"
+    if name not in ("indicators", "treatment", "SAS", "sum") or k < 2:
+        C, names = _coding(levels, label, kind, by_contrasts)
+        return sp.csr_matrix(C), names
+    eye = sp.identity(k, format="csc")
+    if name == "indicators":
+        C, cn = eye, list(levels)
+    elif name == "treatment":
+        C, cn = eye[:, 1:], list(levels[1:])
+    elif name == "SAS":
+        C, cn = eye[:, :-1], list(levels[:-1])
+    else:  # sum: the identity, and the last level -1 in every column
+        C = sp.vstack([sp.identity(k - 1), -np.ones((1, k - 1))])
+        cn = [str(j) for j in range(1, k)]
+    return sp.csr_matrix(C), [label + c for c in cn]
+
+
+def _nonfinite(value, n: int) -> np.ndarray:
+    if isinstance(value, Factor):
+        return value.codes < 0
+    if isinstance(value, Matrix):
+        return ~np.isfinite(value.values).reshape(n, -1).all(axis=1)
+    return ~np.isfinite(np.broadcast_to(value, (n,)))
+
+
+def _rows(value, idx: np.ndarray):
+    """A variable's value on rows `idx`."""
+    if isinstance(value, Factor):
+        return Factor(value.codes[idx], value.levels, value.ordered, value.contrast)
+    if isinstance(value, Matrix):
+        return Matrix(value.values[idx], value.colnames)
+    return np.broadcast_to(value, (len(value),))[idx]
 
 
 def _term_columns(terms: Terms, term, values, kinds: dict, code: dict):
@@ -297,7 +444,15 @@ def _variable_columns(value, label: str, kind: dict, by_contrasts: bool):
         else:
             names = [label + (cn[j] if cn else str(j + 1)) for j in range(k)]
         return [value.values[:, j] for j in range(k)], names
-    levels = value.levels
+    C, names = _coding(value.levels, label, kind, by_contrasts)
+    C = np.vstack([C, np.full((1, C.shape[1]), np.nan)])  # code -1 (missing): the NaN row
+    cols = [np.take(np.ascontiguousarray(C[:, j]), value.codes) for j in range(C.shape[1])]
+    return cols, names
+
+
+def _coding(levels: list[str], label: str, kind: dict, by_contrasts: bool):
+    """(levels x columns coding matrix, column names) of a factor: its contrasts, or
+    indicators."""
     if by_contrasts:
         if len(levels) < 2:
             raise DataError(
@@ -307,9 +462,7 @@ def _variable_columns(value, label: str, kind: dict, by_contrasts: bool):
         C, cn = contrast_matrix(kind["contrast"], levels)
     else:
         C, cn = np.eye(len(levels)), list(levels)
-    C = np.vstack([C, np.full((1, C.shape[1]), np.nan)])  # code -1 (missing): the NaN row
-    cols = [np.take(np.ascontiguousarray(C[:, j]), value.codes) for j in range(C.shape[1])]
-    return cols, [label + c for c in cn]
+    return C, [label + c for c in cn]
 
 
 def variables_of(rhs: str, formula: str | None = None) -> list[str]:

@@ -72,9 +72,11 @@ def build_frame(
             f"{', '.join(map(repr, used))}; check those columns"
         )
     y = _response(parsed.response, frame)
-    Xcols, xnames, fixed_spec = _model_columns(parsed.fixed, frame, parsed.formula, contrasts)
-    if len(Xcols) >= SPARSE_COLUMNS:  # factors with many levels: X'WX by sparse products
-        Xcols = _sparse_columns(Xcols)
+    Xcols, xnames, fixed_spec = _model_columns(
+        parsed.fixed, frame, parsed.formula, contrasts, sparse_from=SPARSE_COLUMNS
+    )  # a wide fixed part is built sparse (design.py); random-effect columns stay dense
+    if len(Xcols) >= SPARSE_COLUMNS and not isinstance(Xcols, SparseColumns):
+        Xcols = _sparse_columns(Xcols)  # many columns: X'WX by sparse products
     n = len(frame)
     if w_arr is not None:
         w_arr = w_arr[keep]
@@ -205,7 +207,9 @@ def _term(rt, frame: pd.DataFrame, formula: str) -> ReTerm:
     return ReTerm(rt.label, cnames, codes, labels, order, Zcols, spec, tuple(rt.factors))
 
 
-def _model_columns(expr: str, frame: pd.DataFrame, formula: str, contrasts=None):
+def _model_columns(
+    expr: str, frame: pd.DataFrame, formula: str, contrasts=None, sparse_from: int | None = None
+):
     """The model columns of a formula's right-hand side: (columns, names, spec).
 
     A plain sum of numeric columns (with or without intercept, the common case) is read
@@ -220,7 +224,7 @@ def _model_columns(expr: str, frame: pd.DataFrame, formula: str, contrasts=None)
         if intercept:
             cols.insert(0, np.broadcast_to(np.float64(1.0), (n,)))  # all ones, not allocated
         return cols, (["(Intercept)"] if intercept else []) + names, ("columns", intercept, names)
-    cols, names, spec = build_design(expr, frame, formula, contrasts)
+    cols, names, spec = build_design(expr, frame, formula, contrasts, sparse_from=sparse_from)
     _check_finite(cols, names)
     return cols, names, spec
 
@@ -228,7 +232,8 @@ def _model_columns(expr: str, frame: pd.DataFrame, formula: str, contrasts=None)
 def _sparse_columns(cols: list[np.ndarray]) -> SparseColumns:
     """The model columns as one CSC matrix: only their non-zeros are kept (indicator columns
     of a many-level factor have one per level), so the one pass costs n (non-zeros per
-    row)^2 instead of n p^2.  (The columns are built dense first by model.matrix.)"""
+    row)^2 instead of n p^2.  (Plain numeric columns; design.py builds a wide model matrix
+    sparse itself.)"""
     n = len(cols[0]) if cols else 0
     nz = [np.flatnonzero(np.asarray(c)) for c in cols]
     indptr = np.concatenate([[0], np.cumsum([len(i) for i in nz])]).astype(np.int64)
@@ -283,7 +288,10 @@ _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 
 
 def _check_finite(cols: list[np.ndarray], names: list[str]) -> None:
-    bad = [not np.isfinite(c).all() for c in cols]
+    if isinstance(cols, SparseColumns):  # a sparse design (design.py): its stored values
+        bad = ~cols.all_finite()
+    else:
+        bad = [not np.isfinite(c).all() for c in cols]
     if any(bad):
         cols = [n for n, b in zip(names, bad) if b]
         raise DataError(
