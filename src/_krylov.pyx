@@ -111,11 +111,11 @@ cdef void _sweep(
     cdef Py_ssize_t m = W.shape[0], k = W.shape[1], i, j
     cdef Py_ssize_t b, kb
     cdef double* A = &acc[0, 0]
-    for j in range((m + 1) * k):
-        A[j] = 0.0
     cdef const double* Wp = &W[0, 0]
     cdef int64_t e
     cdef double t
+    for j in range((m + 1) * k):
+        A[j] = 0.0
     if k == 1:  # one vector: the row's sum in a register
         for i in range(r0, r1):
             t = 0.0
@@ -129,9 +129,8 @@ cdef void _sweep(
         b = 0
         while b < k:
             kb = k - b if k - b < KB else KB
-            if kb == KB:
-                _row_full(indptr[i], indptr[i + 1], indices, data, unit, s[i], &W[0, 0],
-                          A, k, b)
+            if kb == KB and unit:
+                _row_full(indptr[i], indptr[i + 1], indices, s[i], &W[0, 0], A, k, b)
             else:
                 _row_part(indptr[i], indptr[i + 1], indices, data, unit, s[i], &W[0, 0],
                           A, k, b, kb)
@@ -139,49 +138,34 @@ cdef void _sweep(
 
 
 cdef inline void _row_full(
-    int64_t e0, int64_t e1, const int32_t[::1] indices, const double[::1] data, bint unit,
-    double si, const double* W, double* A, Py_ssize_t k, Py_ssize_t b,
+    int64_t e0, int64_t e1, const int32_t[::1] indices, double si, const double* W,
+    double* A, Py_ssize_t k, Py_ssize_t b,
 ) noexcept nogil:
-    """One row of N, columns b .. b + KB - 1: t = s_i N_i W, then A += N_i' t."""
+    """One row of N (unit counts), columns b .. b + KB - 1: t = s_i N_i W, A += N_i' t."""
     cdef double[KB] t
     cdef const double* Wj
     cdef double* Aj
-    cdef double w
     cdef int64_t e
     cdef int a
     for a in range(KB):
         t[a] = 0.0
-    if unit:
-        for e in range(e0, e1):
-            Wj = W + <Py_ssize_t>indices[e] * k + b
-            for a in range(KB):
-                t[a] += Wj[a]
+    for e in range(e0, e1):
+        Wj = W + <Py_ssize_t>indices[e] * k + b
         for a in range(KB):
-            t[a] *= si
-        for e in range(e0, e1):
-            Aj = A + <Py_ssize_t>indices[e] * k + b
-            for a in range(KB):
-                Aj[a] += t[a]
-    else:
-        for e in range(e0, e1):
-            w = data[e]
-            Wj = W + <Py_ssize_t>indices[e] * k + b
-            for a in range(KB):
-                t[a] += w * Wj[a]
+            t[a] += Wj[a]
+    for a in range(KB):
+        t[a] *= si
+    for e in range(e0, e1):
+        Aj = A + <Py_ssize_t>indices[e] * k + b
         for a in range(KB):
-            t[a] *= si
-        for e in range(e0, e1):
-            w = data[e]
-            Aj = A + <Py_ssize_t>indices[e] * k + b
-            for a in range(KB):
-                Aj[a] += w * t[a]
+            Aj[a] += t[a]
 
 
 cdef inline void _row_part(
     int64_t e0, int64_t e1, const int32_t[::1] indices, const double[::1] data, bint unit,
     double si, const double* W, double* A, Py_ssize_t k, Py_ssize_t b, Py_ssize_t kb,
 ) noexcept nogil:
-    """As _row_full for the last kb < KB columns."""
+    """As _row_full for kb <= KB columns, any counts (weights, repeated pairs)."""
     cdef double[KB] t
     cdef const double* Wj
     cdef double* Aj
