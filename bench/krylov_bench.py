@@ -3,6 +3,12 @@
     .venv/bin/python bench/krylov_bench.py --size tenth --methods krylov,exact-dense,exact
     .venv/bin/python bench/krylov_bench.py --size full --methods krylov    # 32M rows, ~4 GB
     .venv/bin/python bench/krylov_bench.py --exact-at bench/results/krylov_tenth.json
+    .venv/bin/python bench/krylov_bench.py --verify 1m    # krylov vs a full exact fit
+
+--verify: y ~ x + (1|u) + (1|m) on random distinct pairs where the exact method runs:
+"1m" 1M rows, 20k x 2k levels (tests/test_krylov.py's generator; the exact fit takes
+minutes, too long for the tests); "10m" 10M rows, 100k x 10k (the exact fit: CHOLMOD or a
+10k dense Schur complement, an hour or more).  Both fits in this process, ML.
 
 exact: lmer's method="exact" (CHOLMOD for 8.4k movies); exact-dense: the exact crossed
 factor (dense Schur complement, analytic gradient) with its 4000-effect limit lifted.
@@ -62,7 +68,8 @@ def child(size: str, method: str, seed: int, genres: bool, reml: bool) -> dict:
             theta_se_stat=rep.theta_se_stat.tolist(), pwrss_bound=rep.pwrss_bound,
             factor_evaluations=rep.evaluations, cg_per_eval=rep.cg_iterations,
             lanczos_per_eval=rep.lanczos_steps, deflated=rep.deflated, probes=rep.probes,
-            tolerance=rep.tolerance,
+            tolerance=rep.tolerance, fit_probes=rep.fit_probes,
+            logdet_bracket=list(rep.logdet_bracket),
         )  # fmt: skip
     out["ranef_movie_first"] = np.asarray(fit.ranef["movie"].iloc[:3, 0]).tolist()
     return out
@@ -110,6 +117,46 @@ def exact_at(size: str, seed: int, genres: bool, reml: bool, theta) -> dict:
             "seconds_per_exact_evaluation": round(one, 1)}  # fmt: skip
 
 
+VERIFY = {"1m": (1_000_000, 20_000, 2_000), "10m": (10_000_000, 100_000, 10_000)}
+
+
+def verify(case: str, seed: int) -> dict:
+    """Krylov and exact fits of one design; theta, sigma, beta relative differences and the
+    fresh objective's distance from the exact optimum in its reported SEs."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import lmmfast
+    import numpy as np
+    from test_krylov import crossed
+
+    n, nu, nm = VERIFY[case]
+    df = crossed(n, nu, nm, seed=11 + seed, distinct=True)
+    out = {"verify": case, "rows": n, "levels": [nu, nm]}
+    fits = {}
+    for method in ("krylov", "exact"):
+        t0 = time.perf_counter()
+        fits[method] = fit = lmmfast.lmer("y ~ x + (1 | u) + (1 | m)", df, REML=False,
+                                          method=method)  # fmt: skip
+        out[method] = {"fit_s": round(time.perf_counter() - t0, 1),
+                       "factorization": fit.factorization, "theta": fit.theta.tolist(),
+                       "sigma": fit.sigma, "beta": fit.beta.tolist(),
+                       "objective": fit.objective}  # fmt: skip
+    k, e = fits["krylov"], fits["exact"]
+    rep = k.optsummary.krylov
+    out["krylov"].update(
+        objective_fresh=rep.objective,
+        objective_se=rep.objective_se,
+        logdet_bracket=list(rep.logdet_bracket),
+        evaluations=rep.evaluations,
+    )
+    out["relative_difference"] = {
+        "theta": float(np.max(np.abs(k.theta / e.theta - 1))),
+        "sigma": abs(k.sigma / e.sigma - 1),
+        "beta": float(np.max(np.abs(k.beta / e.beta - 1))),
+    }
+    out["objective_fresh_minus_exact_in_se"] = (rep.objective - e.objective) / rep.objective_se
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", choices=["tenth", "full"], default="tenth")
@@ -120,7 +167,11 @@ def main(argv=None) -> None:
     ap.add_argument("--out", help="write the JSON records here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--exact-at", help="JSON file of a krylov run: one exact evaluation there")
+    ap.add_argument("--verify", choices=sorted(VERIFY), help="krylov vs exact, both fitted")
     a = ap.parse_args(argv)
+    if a.verify:
+        print(json.dumps(verify(a.verify, a.seed)))
+        return
     if a.exact_at:
         rec = next(
             r for r in json.loads(Path(a.exact_at).read_text()) if r.get("method") == "krylov"

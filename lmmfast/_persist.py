@@ -82,6 +82,8 @@ def save(fit: LmerFit, path: str | os.PathLike) -> None:
                       "converged": opt.converged, "message": opt.message,
                       "newton_decrement": opt.newton_decrement},
     }  # fmt: skip
+    if getattr(opt, "krylov", None) is not None:  # method="krylov": its error report
+        meta["krylov"] = opt.krylov.to_json()
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     with open(path, "wb") as fh:
         np.savez_compressed(fh, **{k: np.asarray(v) for k, v in arrays.items()})
@@ -127,6 +129,10 @@ def load(path: str | os.PathLike) -> LmerFit:
         gradient=a.get("opt_gradient"), hessian=a.get("opt_hessian"),
         newton_decrement=o["newton_decrement"],
     )  # fmt: skip
+    if meta.get("krylov") is not None:
+        from ._factor.krylov import KrylovReport
+
+        opt.krylov = KrylovReport.from_json(meta["krylov"])
     fit = LmerFit(
         formula=meta["formula"], reml=meta["reml"], theta=a["theta"], beta=a["beta"],
         xnames=meta["xnames"], sigma=meta["sigma"], objective=meta["objective"], RX=a["RX"],

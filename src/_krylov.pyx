@@ -34,15 +34,19 @@ def schur_apply(
     double[:, :, ::1] work,
     int nthreads,
 ):
-    """out := diag * V - c * N'(s * N(c * V)); work: (nthreads, m + 1, k) scratch."""
+    """out := diag * V - c * N'(s * N(c * V)); work: (nthreads, m + 1, k) scratch.
+    out first holds c * V, which the sweeps read (out must not alias V)."""
     cdef Py_ssize_t m = V.shape[0], k = V.shape[1], n1 = indptr.shape[0] - 1
     cdef Py_ssize_t t, j, a
     cdef int64_t[3] bounds
     cdef double acc
     _split(indptr, nthreads, bounds)
     with nogil:
+        for j in range(m):
+            for a in range(k):
+                out[j, a] = c[j] * V[j, a]
         for t in prange(nthreads, num_threads=nthreads, schedule="static", chunksize=1):
-            _sweep(indptr, indices, data, unit, s, c, V, work[t], bounds[t], bounds[t + 1])
+            _sweep(indptr, indices, data, unit, s, out, work[t], bounds[t], bounds[t + 1])
         for j in range(m):
             for a in range(k):
                 acc = work[0, j, a]
@@ -95,51 +99,90 @@ cdef void _sweep(
     const double[::1] data,
     bint unit,
     const double[::1] s,
-    const double[::1] c,
-    const double[:, ::1] V,
+    const double[:, ::1] W,
     double[:, ::1] acc,
     Py_ssize_t r0,
     Py_ssize_t r1,
 ) noexcept nogil:
-    """acc := sum over rows i in [r0, r1) of N_i' s_i N_i (c * V) (rows m and up unused)."""
-    cdef Py_ssize_t m = V.shape[0], k = V.shape[1], i, e, j, a, e0, e1
+    """acc := sum over rows i in [r0, r1) of N_i' s_i N_i W (W = c * V; rows m and up
+    unused).  Columns go KB at a time, their row sums in registers (a fixed-length inner
+    loop for full blocks, which the compiler unrolls), all blocks of one row of N in turn
+    (its indices stay in cache)."""
+    cdef Py_ssize_t m = W.shape[0], k = W.shape[1], i, j
     cdef Py_ssize_t b, kb
-    cdef double w, t
-    cdef double[KB] tl
     cdef double* A = &acc[0, 0]
-    cdef const double* Vp = &V[0, 0]
-    cdef const double* Vj
-    cdef double* Aj
+    cdef const double* Wp = &W[0, 0]
+    cdef int64_t e
+    cdef double t
     for j in range((m + 1) * k):
         A[j] = 0.0
-    for i in range(r0, r1):
-        e0 = indptr[i]
-        e1 = indptr[i + 1]
-        if k == 1:  # one vector: the row's sum in a register
+    if k == 1:  # one vector: the row's sum in a register
+        for i in range(r0, r1):
             t = 0.0
-            for e in range(e0, e1):
-                j = indices[e]
-                t = t + (c[j] if unit else c[j] * data[e]) * Vp[j]
+            for e in range(indptr[i], indptr[i + 1]):
+                t = t + (Wp[indices[e]] if unit else data[e] * Wp[indices[e]])
             t = t * s[i]
-            for e in range(e0, e1):
+            for e in range(indptr[i], indptr[i + 1]):
                 A[indices[e]] += t if unit else data[e] * t
-            continue
+        return
+    for i in range(r0, r1):
         b = 0
-        while b < k:  # KB columns at a time, their sums in registers
+        while b < k:
             kb = k - b if k - b < KB else KB
-            for a in range(KB):
-                tl[a] = 0.0
-            for e in range(e0, e1):
-                j = indices[e]
-                w = c[j] if unit else c[j] * data[e]
-                Vj = Vp + j * k + b
-                for a in range(kb):
-                    tl[a] = tl[a] + w * Vj[a]
-            for a in range(KB):
-                tl[a] = tl[a] * s[i]
-            for e in range(e0, e1):
-                w = 1.0 if unit else data[e]
-                Aj = A + indices[e] * k + b
-                for a in range(kb):
-                    Aj[a] = Aj[a] + w * tl[a]
+            if kb == KB and unit:
+                _row_full(indptr[i], indptr[i + 1], indices, s[i], &W[0, 0], A, k, b)
+            else:
+                _row_part(indptr[i], indptr[i + 1], indices, data, unit, s[i], &W[0, 0],
+                          A, k, b, kb)
             b += KB
+
+
+cdef inline void _row_full(
+    int64_t e0, int64_t e1, const int32_t[::1] indices, double si, const double* W,
+    double* A, Py_ssize_t k, Py_ssize_t b,
+) noexcept nogil:
+    """One row of N (unit counts), columns b .. b + KB - 1: t = s_i N_i W, A += N_i' t."""
+    cdef double[KB] t
+    cdef const double* Wj
+    cdef double* Aj
+    cdef int64_t e
+    cdef int a
+    for a in range(KB):
+        t[a] = 0.0
+    for e in range(e0, e1):
+        Wj = W + <Py_ssize_t>indices[e] * k + b
+        for a in range(KB):
+            t[a] += Wj[a]
+    for a in range(KB):
+        t[a] *= si
+    for e in range(e0, e1):
+        Aj = A + <Py_ssize_t>indices[e] * k + b
+        for a in range(KB):
+            Aj[a] += t[a]
+
+
+cdef inline void _row_part(
+    int64_t e0, int64_t e1, const int32_t[::1] indices, const double[::1] data, bint unit,
+    double si, const double* W, double* A, Py_ssize_t k, Py_ssize_t b, Py_ssize_t kb,
+) noexcept nogil:
+    """As _row_full for kb <= KB columns, any counts (weights, repeated pairs)."""
+    cdef double[KB] t
+    cdef const double* Wj
+    cdef double* Aj
+    cdef double w
+    cdef int64_t e
+    cdef Py_ssize_t a
+    for a in range(kb):
+        t[a] = 0.0
+    for e in range(e0, e1):
+        w = 1.0 if unit else data[e]
+        Wj = W + <Py_ssize_t>indices[e] * k + b
+        for a in range(kb):
+            t[a] += w * Wj[a]
+    for a in range(kb):
+        t[a] *= si
+    for e in range(e0, e1):
+        w = 1.0 if unit else data[e]
+        Aj = A + <Py_ssize_t>indices[e] * k + b
+        for a in range(kb):
+            Aj[a] += w * t[a]
