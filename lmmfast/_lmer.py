@@ -310,7 +310,12 @@ def _off_the_boundary(fg, opt, lower):
         return opt
     again = lbfgs(fg, np.where(near, 0.0, opt.theta), lower)
     again.feval += opt.feval
-    return again if again.converged and again.fmin <= opt.fmin else opt
+    if not (again.converged and again.fmin <= opt.fmin):
+        return opt
+    # the optimum check's record (gradient, Hessian, decrement) was taken within NEAR_BOUND
+    again.gradient, again.hessian = opt.gradient, opt.hessian
+    again.newton_decrement, again.theta0 = opt.newton_decrement, opt.theta0
+    return again
 
 
 def _polish(fg, opt, lower) -> None:

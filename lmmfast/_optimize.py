@@ -6,7 +6,9 @@ needs 5-25 evaluations where BOBYQA needs 20-110, and ends level with lme4's opt
 (within 1e-14 relative on the reference models).  Otherwise, or if it fails, BOBYQA
 through nlopt, lme4's default derivative-free method.
 
-Bounds as lme4: the diagonal elements of each T are >= 0, the rest are free.  The
+Bounds as lme4: the diagonal elements of each T are >= 0, the rest are free; but
+L-BFGS-B runs a scalar term's theta unbounded and reports |theta| (the objective
+depends on theta^2 only, and a bound at 0 made it stop where the slope is 0 by symmetry).  The
 stopping rule is stricter than lme4's nloptwrap defaults (stop when either ftol_abs or
 xtol_abs = 1e-8 is met): only a step in theta below 1e-9 stops, since a tolerance on
 the objective stopped BOBYQA ~5e-9 short of lme4's optimum on sleepstudy.  On the 12
@@ -106,10 +108,15 @@ def bobyqa(f, theta0: np.ndarray, lower: np.ndarray, **tol) -> OptSummary:
 
 
 def lbfgs(
-    fg, theta0: np.ndarray, lower: np.ndarray, maxeval: int = 100_000, **options
+    fg, theta0: np.ndarray, lower: np.ndarray, maxeval: int = 100_000, even=None, **options
 ) -> OptSummary:
     """Minimize with value and gradient fg(theta) -> (f, g), theta >= lower (options:
-    scipy's L-BFGS-B options over the defaults below; method="krylov" sets its own)."""
+    scipy's L-BFGS-B options over the defaults below; method="krylov" sets its own).
+
+    even: a mask of the entries in which fg is even (scalar terms' theta): those run
+    unbounded and the answer is |theta| (a bound at 0 only adds stops where the slope is 0
+    by symmetry; InstEval 56 -> 42 evaluations); one that ends exactly at 0 is probed as
+    at a bound (_leave_boundary), since 0 is then a stationary point, maybe a maximum."""
     s = OptSummary(
         "L-BFGS-B", np.array(theta0, dtype=float), np.array(lower, dtype=float), maxeval=maxeval
     )
@@ -126,7 +133,9 @@ def lbfgs(
     f0, _ = fg(s.theta0)
     s.feval += 1
     scale[0] = max(abs(f0), 1.0)
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in s.lower]
+    even = np.zeros(len(s.lower), bool) if even is None else np.asarray(even, bool)
+    line = np.where(even, -np.inf, s.lower)
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in line]
     start = s.theta0.copy()
     try:
         for _ in range(4):  # a start, and up to 3 restarts away from a false boundary stop
@@ -137,15 +146,19 @@ def lbfgs(
             )  # fmt: skip
             s.message = str(r.message)
             # a line search that cannot improve at the precision floor is an optimum too
-            pg = np.where((r.x <= s.lower) & (r.jac > 0), 0.0, r.jac)
+            pg = np.where((r.x <= line) & (r.jac > 0), 0.0, r.jac)
             s.converged = bool(r.success) or bool(np.max(np.abs(pg), initial=0.0) < 1e-5)
+            best["x"] = np.where(even, np.abs(best["x"]), best["x"])
             start = _leave_boundary(fg, best, s)
             if start is None:
                 break
     except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
         s.message, s.converged = f"optimizer failed: {e}", False
-    s.theta, s.fmin = best["x"], best["f"]
+    s.theta, s.fmin = np.where(even, np.abs(best["x"]), best["x"]), best["f"]
     return s
+
+
+AT_ZERO = 1e-10  # a bounded theta this close to 0 is probed as at 0
 
 
 def _leave_boundary(fg, best: dict, s: OptSummary):
@@ -153,7 +166,7 @@ def _leave_boundary(fg, best: dict, s: OptSummary):
     and L-BFGS-B can stop there when a step was clipped to the bound, though the optimum
     is inside.  Probe each diagonal theta at 0: a start away from it if that is lower."""
     x = best["x"]
-    at_zero = np.flatnonzero((s.lower == 0) & (x <= 0))
+    at_zero = np.flatnonzero((s.lower == 0) & (x <= AT_ZERO))
     for i in at_zero:
         for step in (1e-3, 0.05):
             probe = x.copy()
@@ -219,10 +232,12 @@ def minimize_theta(
     recheck = by_gradient if fg is not None and check is None else by_differences
     check = check or recheck
 
+    even = _scalar_entries(qs) if lbfgs_options is None else None
+
     def run(start):
         opt = None
         if optimizer in ("auto", "lbfgs") and fg is not None:
-            opt = lbfgs(fg, start, lower, maxeval, **(lbfgs_options or {}))
+            opt = lbfgs(fg, start, lower, maxeval, even=even, **(lbfgs_options or {}))
         if opt is None or (optimizer == "auto" and not opt.converged):
             opt = bobyqa(f, start if opt is None else opt.theta, lower, **tol)
         return opt
@@ -242,6 +257,11 @@ def minimize_theta(
 
     with _one_blas_thread():
         return fit()
+
+
+def _scalar_entries(qs) -> np.ndarray:
+    """Which entries of theta are scalar terms' (q = 1): the objective is even in those."""
+    return np.concatenate([[q == 1] * (q * (q + 1) // 2) for q in qs]).astype(bool)
 
 
 _CONTROLLER: list = []

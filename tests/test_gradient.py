@@ -250,3 +250,38 @@ def test_selected_inverse_and_solve_match_the_dense_inverse(layout, monkeypatch)
         got = dev.factor.back_solve(dev.factor.c1, dev.factor.c2)
         np.testing.assert_allclose(np.vstack([g.reshape(-1, XY.shape[1]) for g in got]), want,
                                    atol=1e-10)  # fmt: skip
+
+
+# the optimizer runs scalar terms' theta over the whole line (lmmfast/_optimize.py,
+# minimize_theta): the objective must be even in each of them and the gradient right below 0
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize(
+    "formula,layout",
+    [("y ~ x + (1 | u) + (1 | v)", "crossed"), ("y ~ x + (1 | u) + (1 | v)", "cholmod"),
+     ("y ~ x + (x || u) + (1 + z | v)", "crossed"), ("y ~ x + (1 | g/u)", "nested"),
+     ("y ~ x + (1 | g/u)", "cholmod"), ("y ~ x + (x || g)", "blocked")],
+)  # fmt: skip
+def test_objective_is_even_in_scalar_thetas_and_its_gradient_right_below_zero(
+    formula, layout, reml, monkeypatch
+):
+    from lmmfast._factor import blocked as _blocked
+    from lmmfast._factor import crossed as _crossed
+
+    if layout == "cholmod":
+        monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)
+        monkeypatch.setattr(_crossed, "MAX_DENSE", 0)
+    df = _slopes_data(7)
+    frame = build_frame(parse_formula(formula), df, weights="wt")
+    cp = cross_products(frame.terms, frame.X, frame.y, frame.weights)
+    dev = ProfiledDeviance(cp, frame.terms, frame.n, reml, float(np.sum(np.log(frame.weights))))
+    assert dev.factorization == layout
+    scalar = np.concatenate([[t.q == 1] * (t.q * (t.q + 1) // 2) for t in frame.terms])
+    rng = np.random.default_rng(13)
+    theta = rng.uniform(0.3, 1.2, len(scalar)) * np.where(scalar, -1.0, 1.0)
+    value, grad = dev.value_and_gradient(theta)
+    mirror, gm = dev.value_and_gradient(np.where(scalar, -theta, theta))
+    assert value == pytest.approx(mirror, rel=1e-13)
+    np.testing.assert_allclose(grad, np.where(scalar, -gm, gm), rtol=1e-9, atol=1e-9)
+    h = 1e-6
+    fd = np.array([(dev(theta + h * e) - dev(theta - h * e)) / (2 * h) for e in np.eye(len(theta))])
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(fd).max()))
