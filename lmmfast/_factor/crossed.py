@@ -20,7 +20,7 @@ from .. import _blockdiag, _schur
 from .._errors import DataError
 from .._sources.crossprod import CrossProducts
 from .._terms import ReTerm
-from .gradient import GradientAssembly
+from .gradient import GradientAssembly, add_pair_terms, diagonal_term
 
 MAX_DENSE = 4000  # above this many effects in the other terms, CHOLMOD's sparsity wins
 DENSE_FILL = 0.2  # L21 at least this full (and small): kept dense, S by one BLAS syrk
@@ -146,6 +146,15 @@ class CrossedFactor:
                 qt = self.terms[pr.t].q
                 rt = self.off[pr.t - 1] + pr.levels[:, 0][:, None] * qt + np.arange(qt)
                 self._pair_index.append((rt[:, :, None], ru[:, None, :]))
+        # the same blocks of S^{-1} read from its lower (C order) triangle only: flat indices
+        self._rest_diag_flat = []
+        for r in self._rest_rows:
+            a, b = np.broadcast_arrays(r[:, :, None], r[:, None, :])
+            self._rest_diag_flat.append(np.maximum(a, b) * self.m + np.minimum(a, b))
+        self._rest_pairs = [i for i, pr in enumerate(self.pairs) if pr.t != 0]
+        self._rest_pair_flat = [  # rows of u after those of t: (u, t) is in the lower half
+            self._pair_index[i][1] * self.m + self._pair_index[i][0] for i in self._rest_pairs
+        ]
 
     def _a22_values(self, Ts: list[np.ndarray]) -> np.ndarray:
         vals = []
@@ -261,12 +270,63 @@ class CrossedFactor:
     def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
         """d objective / d theta at the last update (see gradient.py)."""
         Y = self.back_solve(self.c1, self.c2)
+        if self.dense:
+            F = self._dense_logdet_gradient(Ts)
+            return self.assembly.with_solution_terms(
+                F, Ts, Y, beta, P, scale, reml, G_times=self._dense_G_times
+            )
         theta = np.array([float(T[0, 0]) for T in Ts]) if self.scalar else None
         if self.scalar and np.all((theta == 0.0) | (np.abs(theta) >= SCALAR_TRACE_MIN)):
             F = [np.array([[f]]) for f in self._scalar_logdet_gradient(theta)]
             return self.assembly.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
         Zd, Zp = self.selected_inverse()
         return self.assembly.gradient(Ts, Zd, Zp, Y, beta, P, scale, reml)
+
+    def _dense_logdet_gradient(self, Ts: list[np.ndarray]) -> list[np.ndarray]:
+        """d log|A| / d T_t per term, (q, q), for a dense L21 = F without forming the blocks
+        of A^{-1} one pair at a time.  With Y = S^{-1} F (one dsymm; m x N1), the blocks of
+        A^{-1} below term 1 are Z21 = -Y L11^{-1} (per level) and the pairs' share of
+        2 tr(A^{-1} Lambda'G Lambda-dot) is, with X = G12 Lambda_2 and R_j = T1 L11_j^{-T},
+
+            term 1:     -2 sum_j L11_j^{-T} Y_j' X_j'        (q1 x q1 per level)
+            term u > 1: -2 sum_{r, k} (R Y')[r, k a] G12[r, k b]   (one gemm per term);
+
+        term 1's diagonal blocks are L11_j^{-T}(I + Y_j'F_j)L11_j^{-1}, the others' and the
+        pairs of later terms are read from the lower triangle of S^{-1}."""
+        n1, q1 = self.L11.shape[:2]
+        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C)
+        if info != 0:
+            raise FloatingPointError("cannot invert the Schur complement")
+        Y = blas.dsymm(1.0, Zinv, self.F, side=0, lower=0)  # S^{-1} L21 (m x N1, Fortran)
+        YT = Y.T.reshape(n1, q1, self.m)
+        Linv = self.L11inv
+        K = YT @ self.F.T.reshape(n1, q1, self.m).transpose(0, 2, 1)  # Y_j'F_j
+        K[:, np.arange(q1), np.arange(q1)] += 1.0
+        Zd1 = Linv.transpose(0, 2, 1) @ K @ Linv
+        F = [diagonal_term(Zd1, Ts[0], self.D[0])]
+        C = YT @ self._X.reshape(n1, q1, self.m).transpose(0, 2, 1)  # Y_j'X_j'
+        F[0] -= 2.0 * np.tensordot(Linv, C, ([0, 1], [0, 1]))
+        RY = (self._R @ YT).reshape(n1 * q1, self.m)  # -(Z21 Lambda_1')'
+        Z22 = Zinv.T.ravel()  # C order: the lower triangle holds S^{-1}
+        for k, (T, GT) in enumerate(zip(Ts[1:], self.G21T)):
+            q = T.shape[0]
+            f = diagonal_term(Z22[self._rest_diag_flat[k]], T, self.D[k + 1])
+            f -= 2.0 * (RY[:, self.off[k] : self.off[k + 1]].reshape(-1, q).T @ GT.reshape(-1, q))
+            F.append(f)
+        for i, flat in zip(self._rest_pairs, self._rest_pair_flat):
+            add_pair_terms(F, self.pairs[i], Z22[flat], Ts)  # S^{-1}[ru, rt] = [rt, ru]
+        return F
+
+    def _dense_G_times(self, v: list[np.ndarray]) -> list[np.ndarray]:
+        """G v (as GradientAssembly.G_times) with the pairs of term 1 by the dense G12."""
+        out = self.assembly.G_times(v, self._rest_pairs)
+        N1 = len(self.G21T[0])
+        v1 = v[0].reshape(N1, -1)
+        for k, GT in enumerate(self.G21T, start=1):
+            G = GT.reshape(N1, -1)
+            out[0] += (G @ v[k].reshape(G.shape[1], -1)).reshape(out[0].shape)
+            out[k] += (G.T @ v1).reshape(out[k].shape)
+        return out
 
     def _scalar_logdet_gradient(self, theta: np.ndarray) -> np.ndarray:
         """d log|A| / d theta_k for scalar terms from the diagonal of A^{-1} only.
