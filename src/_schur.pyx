@@ -35,9 +35,6 @@ def schur(
     """W_e := T_u' O_e' T1 L11_j^{-T} (stored at W[ooff[e]], q_u x q1 row-major);
     S -= L21 L21' (lower half); rhs -= L21 c1."""
     cdef Py_ssize_t nlev = L11.shape[0], q1 = L11.shape[1], p1 = c1.shape[2]
-    if q1 == 1 and all_scalar(qe):
-        scalar_schur(ptr, row, toff, ooff, O, Tflat, T1[0, 0], L11, c1, W, S, rhs)
-        return
     cdef Py_ssize_t j, e, f, a, b, c, d, qu, qf, w0, wf
     cdef double acc
     with nogil:
@@ -84,24 +81,33 @@ def schur(
                             S[row[e] + a, row[f] + b] = S[row[e] + a, row[f] + b] - acc
 
 
-cdef bint all_scalar(const int64_t[::1] qe):
-    cdef Py_ssize_t e
-    for e in range(qe.shape[0]):
-        if qe[e] != 1:
-            return False
-    return True
-
-
-cdef void scalar_schur(
-    const int64_t[::1] ptr, const int64_t[::1] row, const int64_t[::1] toff,
-    const int64_t[::1] ooff, const double[::1] O, const double[::1] Tflat, double t1,
-    const double[:, :, ::1] L11, const double[:, :, ::1] c1, double[::1] W, double[:, ::1] S,
+def scalar_schur(
+    const int64_t[::1] ptr,
+    const int64_t[::1] row,
+    const int64_t[::1] lev,
+    const int64_t[::1] byrow,
+    const int64_t[::1] rptr,
+    const int64_t[::1] toff,
+    const int64_t[::1] ooff,
+    const double[::1] O,
+    const double[::1] Tflat,
+    double t1,
+    const double[:, :, ::1] L11,
+    const double[:, :, ::1] c1,
+    double[::1] W,
+    double[::1] We,
+    double[:, ::1] S,
     double[:, ::1] rhs,
 ):
-    """Every term a scalar random effect (intercepts): W_e = theta_u O_e theta_1 / L11_j.
-    Entries of a level are sorted by row, so S is updated row by row."""
-    cdef Py_ssize_t nlev = L11.shape[0], p1 = c1.shape[2]
-    cdef Py_ssize_t j, e, f, c, re
+    """schur() when every term is a scalar random effect (intercepts): W_e = theta_u O_e
+    theta_1 / L11_j (at W[ooff[e]], and at We[e] in entry order), rhs -= L21 c1, and
+    S -= L21 L21' (lower half) row by row of S: the entries e of row r (byrow[rptr[r]:
+    rptr[r + 1]], in level order) each subtract W_e W_f for the entries f <= e of their
+    level (a level's entries are sorted by row), so every update lands in row r, which
+    stays in cache, and each S entry receives its terms in the same (level) order as a
+    loop over levels would."""
+    cdef Py_ssize_t nlev = L11.shape[0], p1 = c1.shape[2], m = rptr.shape[0] - 1
+    cdef Py_ssize_t j, e, f, c, i, r
     cdef double we, scale
     with nogil:
         for j in range(nlev):
@@ -109,55 +115,49 @@ cdef void scalar_schur(
             for e in range(ptr[j], ptr[j + 1]):
                 we = Tflat[toff[e]] * O[ooff[e]] * scale
                 W[ooff[e]] = we
-                re = row[e]
+                We[e] = we
                 for c in range(p1):
-                    rhs[re, c] = rhs[re, c] - we * c1[j, 0, c]
-                for f in range(ptr[j], e + 1):  # row[f] <= row[e]
-                    S[re, row[f]] = S[re, row[f]] - we * W[ooff[f]]
+                    rhs[row[e], c] = rhs[row[e], c] - we * c1[j, 0, c]
+        for r in range(m):
+            for i in range(rptr[r], rptr[r + 1]):
+                e = byrow[i]
+                we = We[e]
+                for f in range(ptr[lev[e]], e + 1):  # row[f] <= row[e] = r
+                    S[r, row[f]] = S[r, row[f]] - we * We[f]
 
 
-def condvar_first(
+def scalar_condvar(
     const int64_t[::1] ptr,
     const int64_t[::1] row,
-    const int64_t[::1] qe,
-    const int64_t[::1] ooff,
-    const double[::1] W,
+    const int64_t[::1] lev,
+    const int64_t[::1] byrow,
+    const int64_t[::1] rptr,
+    const double[::1] We,
     const double[:, ::1] Sinv,
+    double[::1] ce,
     double[:, :, ::1] out,
 ):
-    """out[j] += sum_{e, f at level j} W_e' Sinv[rows of e, rows of f] W_f   (q1 x q1).
-
-    With out[j] = I on entry this is I + L21_j' S^{-1} L21_j; the diagonal block j of
-    A^{-1} is then L11_j^{-T} out[j] L11_j^{-1} (A^{-1} = L^{-T} L^{-1}, L block lower).
-    For scalar terms only the lower triangle of Sinv is read (entries sorted by row).
-    """
-    cdef Py_ssize_t nlev = out.shape[0], q1 = out.shape[1]
-    cdef Py_ssize_t j, e, f, a, b, c, d
-    cdef double acc, we
-    if q1 == 1 and all_scalar(qe):
-        with nogil:
-            for j in range(nlev):
-                acc = 0.0
-                for e in range(ptr[j], ptr[j + 1]):
-                    we = W[ooff[e]]
-                    acc = acc + we * we * Sinv[row[e], row[e]]
-                    for f in range(ptr[j], e):  # row[f] < row[e]
-                        acc = acc + 2.0 * we * W[ooff[f]] * Sinv[row[e], row[f]]
-                out[j, 0, 0] = out[j, 0, 0] + acc
-        return
+    """out[j] += w_j' Sinv w_j for scalar terms, w_j the entries of level j (We, from
+    scalar_schur): with out[j] = 1 on entry, 1 + L21_j' S^{-1} L21_j, so that
+    (A^{-1})_jj = out[j] / L11_j^2.  Reads only the lower triangle of Sinv, one row r at a
+    time (as scalar_schur): ce[e] := W_e (W_e Sinv[r, r] + 2 sum_{f < e} W_f
+    Sinv[r, row f]) for the entries e of row r, then summed per level."""
+    cdef Py_ssize_t nlev = out.shape[0], m = rptr.shape[0] - 1
+    cdef Py_ssize_t j, e, f, i, r
+    cdef double acc
     with nogil:
+        for r in range(m):
+            for i in range(rptr[r], rptr[r + 1]):
+                e = byrow[i]
+                acc = 0.0
+                for f in range(ptr[lev[e]], e):  # row[f] < row[e] = r
+                    acc = acc + We[f] * Sinv[r, row[f]]
+                ce[e] = We[e] * (We[e] * Sinv[r, r] + 2.0 * acc)
         for j in range(nlev):
+            acc = 0.0
             for e in range(ptr[j], ptr[j + 1]):
-                for f in range(ptr[j], ptr[j + 1]):
-                    for a in range(q1):
-                        for b in range(q1):
-                            acc = 0.0
-                            for c in range(qe[e]):
-                                for d in range(qe[f]):
-                                    acc = acc + (W[ooff[e] + c * q1 + a]
-                                                 * Sinv[row[e] + c, row[f] + d]
-                                                 * W[ooff[f] + d * q1 + b])
-                            out[j, a, b] = out[j, a, b] + acc
+                acc = acc + ce[e]
+            out[j, 0, 0] = out[j, 0, 0] + acc
 
 
 def lt_times_first(

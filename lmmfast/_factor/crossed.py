@@ -123,6 +123,12 @@ class CrossedFactor:
             self.L11inv = np.empty((t1.nlevels, t1.q, t1.q))
             self._R = np.empty_like(self.L11inv)
         self.scalar = not self.dense and all(t.q == 1 for t in terms)
+        if self.scalar:  # scalar_schur's order of the entries by row of S, and W by entry
+            self._byrow = np.argsort(self.row, kind="stable").astype(np.int64)
+            self._rptr = np.zeros(self.m + 1, dtype=np.int64)
+            np.cumsum(np.bincount(self.row, minlength=self.m), out=self._rptr[1:])
+            self._We = np.zeros(len(self.row))
+            self._ce = np.zeros(len(self.row))
         self._plan_selected_inverse()
 
     def _plan_selected_inverse(self) -> None:
@@ -180,10 +186,16 @@ class CrossedFactor:
             self._dense_schur(Ts, S, rhs)
         else:
             Tflat = np.concatenate([np.ascontiguousarray(T).ravel() for T in Ts])
-            _schur.schur(
-                self.ptr, self.row, self.qe, self.toff, self.ooff, self.O, Tflat, T1,
-                self.L11, self.c1, self.W, S, rhs,
-            )  # fmt: skip
+            if self.scalar:
+                _schur.scalar_schur(
+                    self.ptr, self.row, self.j, self._byrow, self._rptr, self.toff, self.ooff,
+                    self.O, Tflat, float(T1[0, 0]), self.L11, self.c1, self.W, self._We, S, rhs,
+                )  # fmt: skip
+            else:
+                _schur.schur(
+                    self.ptr, self.row, self.qe, self.toff, self.ooff, self.O, Tflat, T1,
+                    self.L11, self.c1, self.W, S, rhs,
+                )  # fmt: skip
         # S's lower triangle (C order) is the upper one of S.T (Fortran order): LAPACK
         # factors it in place, U'U = S with U = L22'
         U, info = lapack.dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
@@ -337,7 +349,7 @@ class CrossedFactor:
                              = 2 sum_{i in k} (1 - (A^{-1})_ii) / theta_k,
         and 0 at theta_k = 0 (A is even in theta_k).  The diagonal of A^{-1} is S^{-1}'s
         below term 1 (dpotri, its lower triangle) and (1 + w_j'S^{-1} w_j) / L11_j^2 on
-        term 1 (_schur.condvar_first, which reads S^{-1}'s entries on the pairs of rows
+        term 1 (_schur.scalar_condvar, which reads S^{-1}'s entries on the pairs of rows
         that share a level of term 1, lower triangle only): no pair blocks and no full
         symmetric copy of S^{-1}.  The subtraction loses ~n_k eps / theta_k, hence
         SCALAR_TRACE_MIN (below it the selected inverse on the pattern is used).
@@ -346,7 +358,9 @@ class CrossedFactor:
         if info != 0:
             raise FloatingPointError("cannot invert the Schur complement")
         acc = np.zeros_like(self.L11)
-        _schur.condvar_first(self.ptr, self.row, self.qe, self.ooff, self.W, Zinv.T, acc)
+        _schur.scalar_condvar(
+            self.ptr, self.row, self.j, self._byrow, self._rptr, self._We, Zinv.T, self._ce, acc
+        )
         L2 = self.L11[:, 0, 0] ** 2  # = 1 + theta_1^2 d_j
         off1 = theta[0] ** 2 * self.D1[:, 0, 0] - acc[:, 0, 0]  # L2 (1 - (A^{-1})_jj)
         sums = [np.sum(off1 / L2)]
