@@ -84,9 +84,6 @@ def schur(
 def scalar_schur(
     const int64_t[::1] ptr,
     const int64_t[::1] row,
-    const int64_t[::1] lev,
-    const int64_t[::1] byrow,
-    const int64_t[::1] rptr,
     const int64_t[::1] toff,
     const int64_t[::1] ooff,
     const double[::1] O,
@@ -96,68 +93,84 @@ def scalar_schur(
     const double[:, :, ::1] c1,
     double[::1] W,
     double[::1] We,
+    int64_t[::1] cur,
     double[:, ::1] S,
     double[:, ::1] rhs,
+    Py_ssize_t width,
 ):
     """schur() when every term is a scalar random effect (intercepts): W_e = theta_u O_e
     theta_1 / L11_j (at W[ooff[e]], and at We[e] in entry order), rhs -= L21 c1, and
-    S -= L21 L21' (lower half) row by row of S: the entries e of row r (byrow[rptr[r]:
-    rptr[r + 1]], in level order) each subtract W_e W_f for the entries f <= e of their
-    level (a level's entries are sorted by row), so every update lands in row r, which
-    stays in cache, and each S entry receives its terms in the same (level) order as a
-    loop over levels would."""
-    cdef Py_ssize_t nlev = L11.shape[0], p1 = c1.shape[2], m = rptr.shape[0] - 1
-    cdef Py_ssize_t j, e, f, c, i, r
-    cdef double we, scale
+    S -= L21 L21' (lower half) in column panels of S `width` wide: each panel is one pass
+    over the levels, whose entries f with row[f] in the panel (a level's entries are sorted
+    by row; cur[j], nlev scratch, is where level j's entries of the panel start) subtract
+    W_e W_f from S[row[e], row[f]] for the entries e >= f of their level.  The panel's part
+    of S stays in cache, and every S entry receives its terms in level order, as in a
+    single loop over the levels."""
+    cdef Py_ssize_t nlev = L11.shape[0], p1 = c1.shape[2], m = S.shape[0]
+    cdef Py_ssize_t j, e, f, c, c0, c1_, end, rf
+    cdef double we, wf, scale
     with nogil:
         for j in range(nlev):
             scale = t1 / L11[j, 0, 0]
+            cur[j] = ptr[j]
             for e in range(ptr[j], ptr[j + 1]):
                 we = Tflat[toff[e]] * O[ooff[e]] * scale
                 W[ooff[e]] = we
                 We[e] = we
                 for c in range(p1):
                     rhs[row[e], c] = rhs[row[e], c] - we * c1[j, 0, c]
-        for r in range(m):
-            for i in range(rptr[r], rptr[r + 1]):
-                e = byrow[i]
-                we = We[e]
-                for f in range(ptr[lev[e]], e + 1):  # row[f] <= row[e] = r
-                    S[r, row[f]] = S[r, row[f]] - we * We[f]
+        c0 = 0
+        while c0 < m:
+            c1_ = min(c0 + width, m)
+            c0 = c1_
+            for j in range(nlev):
+                end = ptr[j + 1]
+                f = cur[j]
+                while f < end and row[f] < c1_:
+                    wf = We[f]
+                    rf = row[f]
+                    for e in range(f, end):
+                        S[row[e], rf] = S[row[e], rf] - We[e] * wf
+                    f = f + 1
+                cur[j] = f
 
 
 def scalar_condvar(
     const int64_t[::1] ptr,
     const int64_t[::1] row,
-    const int64_t[::1] lev,
-    const int64_t[::1] byrow,
-    const int64_t[::1] rptr,
     const double[::1] We,
+    int64_t[::1] cur,
     const double[:, ::1] Sinv,
-    double[::1] ce,
     double[:, :, ::1] out,
+    Py_ssize_t width,
 ):
     """out[j] += w_j' Sinv w_j for scalar terms, w_j the entries of level j (We, from
     scalar_schur): with out[j] = 1 on entry, 1 + L21_j' S^{-1} L21_j, so that
-    (A^{-1})_jj = out[j] / L11_j^2.  Reads only the lower triangle of Sinv, one row r at a
-    time (as scalar_schur): ce[e] := W_e (W_e Sinv[r, r] + 2 sum_{f < e} W_f
-    Sinv[r, row f]) for the entries e of row r, then summed per level."""
-    cdef Py_ssize_t nlev = out.shape[0], m = rptr.shape[0] - 1
-    cdef Py_ssize_t j, e, f, i, r
-    cdef double acc
+    (A^{-1})_jj = out[j] / L11_j^2.  Reads only the lower triangle of Sinv, in column
+    panels as scalar_schur: out[j] += W_f (W_f Sinv[rf, rf] + 2 sum_{e > f} W_e Sinv[re, rf])
+    for the entries f of level j in the panel (cur: nlev scratch)."""
+    cdef Py_ssize_t nlev = out.shape[0], m = Sinv.shape[0]
+    cdef Py_ssize_t j, e, f, c0, c1, end, rf
+    cdef double acc, wf
     with nogil:
-        for r in range(m):
-            for i in range(rptr[r], rptr[r + 1]):
-                e = byrow[i]
-                acc = 0.0
-                for f in range(ptr[lev[e]], e):  # row[f] < row[e] = r
-                    acc = acc + We[f] * Sinv[r, row[f]]
-                ce[e] = We[e] * (We[e] * Sinv[r, r] + 2.0 * acc)
         for j in range(nlev):
-            acc = 0.0
-            for e in range(ptr[j], ptr[j + 1]):
-                acc = acc + ce[e]
-            out[j, 0, 0] = out[j, 0, 0] + acc
+            cur[j] = ptr[j]
+        c0 = 0
+        while c0 < m:
+            c1 = min(c0 + width, m)
+            c0 = c1
+            for j in range(nlev):
+                end = ptr[j + 1]
+                f = cur[j]
+                while f < end and row[f] < c1:
+                    wf = We[f]
+                    rf = row[f]
+                    acc = 0.0
+                    for e in range(f + 1, end):
+                        acc = acc + We[e] * Sinv[row[e], rf]
+                    out[j, 0, 0] = out[j, 0, 0] + wf * (wf * Sinv[rf, rf] + 2.0 * acc)
+                    f = f + 1
+                cur[j] = f
 
 
 def lt_times_first(

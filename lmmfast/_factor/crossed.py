@@ -25,6 +25,7 @@ from .gradient import GradientAssembly, add_pair_terms, diagonal_term
 MAX_DENSE = 4000  # above this many effects in the other terms, CHOLMOD's sparsity wins
 DENSE_FILL = 0.2  # L21 at least this full (and small): kept dense, S by one BLAS syrk
 DENSE_L21 = 2_000_000  # at most this many entries in a dense L21
+SCHUR_PANEL = 64  # columns of S per pass of the scalar Schur kernel (64 x m doubles in cache)
 SCALAR_TRACE_MIN = 1e-3  # |theta_k| from which scalar terms' log|A| gradient uses diag(A^{-1})
 
 
@@ -128,6 +129,7 @@ class CrossedFactor:
             self._rptr = np.zeros(self.m + 1, dtype=np.int64)
             np.cumsum(np.bincount(self.row, minlength=self.m), out=self._rptr[1:])
             self._We = np.zeros(len(self.row))
+            self._cur = np.zeros(t1.nlevels, dtype=np.int64)
             self._ce = np.zeros(len(self.row))
         self._plan_selected_inverse()
 
@@ -188,8 +190,8 @@ class CrossedFactor:
             Tflat = np.concatenate([np.ascontiguousarray(T).ravel() for T in Ts])
             if self.scalar:
                 _schur.scalar_schur(
-                    self.ptr, self.row, self.j, self._byrow, self._rptr, self.toff, self.ooff,
-                    self.O, Tflat, float(T1[0, 0]), self.L11, self.c1, self.W, self._We, S, rhs,
+                    self.ptr, self.row, self.toff, self.ooff, self.O, Tflat, float(T1[0, 0]),
+                    self.L11, self.c1, self.W, self._We, self._cur, S, rhs, SCHUR_PANEL,
                 )  # fmt: skip
             else:
                 _schur.schur(
@@ -358,9 +360,7 @@ class CrossedFactor:
         if info != 0:
             raise FloatingPointError("cannot invert the Schur complement")
         acc = np.zeros_like(self.L11)
-        _schur.scalar_condvar(
-            self.ptr, self.row, self.j, self._byrow, self._rptr, self._We, Zinv.T, self._ce, acc
-        )
+        _schur.scalar_condvar(self.ptr, self.row, self._We, self._cur, Zinv.T, acc, SCHUR_PANEL)
         L2 = self.L11[:, 0, 0] ** 2  # = 1 + theta_1^2 d_j
         off1 = theta[0] ** 2 * self.D1[:, 0, 0] - acc[:, 0, 0]  # L2 (1 - (A^{-1})_jj)
         sums = [np.sum(off1 / L2)]
