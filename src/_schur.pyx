@@ -14,6 +14,7 @@ of block e start at row[e]; its T_u starts at Tflat[toff[e]] (q_u x q_u row-majo
 S (dense, lower half) is then factored by LAPACK.
 """
 
+import numpy as np
 from libc.stdint cimport int64_t
 
 
@@ -106,33 +107,21 @@ def scalar_schur(
     W_e W_f from S[row[e], row[f]] for the entries e >= f of their level.  The panel's part
     of S stays in cache, and every S entry receives its terms in level order, as in a
     single loop over the levels."""
-    cdef Py_ssize_t nlev = L11.shape[0], p1 = c1.shape[2], m = S.shape[0]
-    cdef Py_ssize_t j, e, f, c, c0, c1_, end, rf
-    cdef double we, wf, scale
+    cdef Py_ssize_t nlev = L11.shape[0], p1 = c1.shape[2]
+    cdef Py_ssize_t j, e, c
+    cdef double we, scale
     with nogil:
         for j in range(nlev):
             scale = t1 / L11[j, 0, 0]
-            cur[j] = ptr[j]
             for e in range(ptr[j], ptr[j + 1]):
                 we = Tflat[toff[e]] * O[ooff[e]] * scale
                 W[ooff[e]] = we
                 We[e] = we
                 for c in range(p1):
                     rhs[row[e], c] = rhs[row[e], c] - we * c1[j, 0, c]
-        c0 = 0
-        while c0 < m:
-            c1_ = min(c0 + width, m)
-            c0 = c1_
-            for j in range(nlev):
-                end = ptr[j + 1]
-                f = cur[j]
-                while f < end and row[f] < c1_:
-                    wf = We[f]
-                    rf = row[f]
-                    for e in range(f, end):
-                        S[row[e], rf] = S[row[e], rf] - We[e] * wf
-                    f = f + 1
-                cur[j] = f
+    cdef double[:, :, ::1] unused = np.zeros((0, 1, 1))
+    with nogil:
+        panels(ptr, row, We, cur, S, unused, width, True)
 
 
 def scalar_condvar(
@@ -140,7 +129,7 @@ def scalar_condvar(
     const int64_t[::1] row,
     const double[::1] We,
     int64_t[::1] cur,
-    const double[:, ::1] Sinv,
+    double[:, ::1] Sinv,
     double[:, :, ::1] out,
     Py_ssize_t width,
 ):
@@ -148,29 +137,47 @@ def scalar_condvar(
     scalar_schur): with out[j] = 1 on entry, 1 + L21_j' S^{-1} L21_j, so that
     (A^{-1})_jj = out[j] / L11_j^2.  Reads only the lower triangle of Sinv, in column
     panels as scalar_schur: out[j] += W_f (W_f Sinv[rf, rf] + 2 sum_{e > f} W_e Sinv[re, rf])
-    for the entries f of level j in the panel (cur: nlev scratch)."""
-    cdef Py_ssize_t nlev = out.shape[0], m = Sinv.shape[0]
-    cdef Py_ssize_t j, e, f, c0, c1, end, rf
-    cdef double acc, wf
+    for the entries f of level j in the panel (cur: nlev scratch); Sinv is not written."""
     with nogil:
+        panels(ptr, row, We, cur, Sinv, out, width, False)
+
+
+cdef void panels(
+    const int64_t[::1] ptr,
+    const int64_t[::1] row,
+    const double[::1] We,
+    int64_t[::1] cur,
+    double[:, ::1] S,
+    double[:, :, ::1] out,
+    Py_ssize_t width,
+    bint subtract,
+) noexcept nogil:
+    """The panel passes of scalar_schur (subtract: S[re, rf] -= W_e W_f for e >= f) and
+    scalar_condvar (else: out[j] += W_f (W_f S[rf, rf] + 2 sum_{e > f} W_e S[re, rf]))."""
+    cdef Py_ssize_t nlev = ptr.shape[0] - 1, m = S.shape[0]
+    cdef Py_ssize_t j, e, f, c0 = 0, c1, end, rf
+    cdef double acc, wf
+    for j in range(nlev):
+        cur[j] = ptr[j]
+    while c0 < m:
+        c1 = min(c0 + width, m)
+        c0 = c1
         for j in range(nlev):
-            cur[j] = ptr[j]
-        c0 = 0
-        while c0 < m:
-            c1 = min(c0 + width, m)
-            c0 = c1
-            for j in range(nlev):
-                end = ptr[j + 1]
-                f = cur[j]
-                while f < end and row[f] < c1:
-                    wf = We[f]
-                    rf = row[f]
+            end = ptr[j + 1]
+            f = cur[j]
+            while f < end and row[f] < c1:
+                wf = We[f]
+                rf = row[f]
+                if subtract:
+                    for e in range(f, end):
+                        S[row[e], rf] = S[row[e], rf] - We[e] * wf
+                else:
                     acc = 0.0
                     for e in range(f + 1, end):
-                        acc = acc + We[e] * Sinv[row[e], rf]
-                    out[j, 0, 0] = out[j, 0, 0] + wf * (wf * Sinv[rf, rf] + 2.0 * acc)
-                    f = f + 1
-                cur[j] = f
+                        acc = acc + We[e] * S[row[e], rf]
+                    out[j, 0, 0] = out[j, 0, 0] + wf * (wf * S[rf, rf] + 2.0 * acc)
+                f = f + 1
+            cur[j] = f
 
 
 def lt_times_first(
