@@ -14,7 +14,7 @@ whose smaller factors have up to a few thousand levels.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import blas, lapack, solve_triangular
+from scipy.linalg import blas, lapack
 
 from .. import _blockdiag, _schur
 from .._errors import DataError
@@ -106,6 +106,7 @@ class CrossedFactor:
         self.c1 = np.zeros((t1.nlevels, t1.q, p1))
         self._C1 = np.zeros((1, p1, p1))
         self._ld1 = np.zeros(1)
+        self._lower = np.tri(p1, dtype=bool)
         self.a22_idx = np.concatenate(self._a22_idx)
         self.qvalues = np.unique(self.qe)  # the widths of the coupling blocks
         self.diag_idx = np.arange(self.m) * (self.m + 1)
@@ -206,7 +207,7 @@ class CrossedFactor:
         self.L22 = U.T
         self.c2, _ = lapack.dtrtrs(U, rhs, lower=0, trans=1)  # L22^{-1} rhs
         ldL2 = ld1 + 2.0 * np.sum(np.log(U.diagonal()))
-        C1 = np.tril(self._C1[0]) + np.tril(self._C1[0], -1).T
+        C1 = np.where(self._lower, self._C1[0], self._C1[0].T)  # its lower half mirrored
         return ldL2, C1 + self.c2.T @ self.c2
 
     def _dense_schur(self, Ts: list[np.ndarray], S: np.ndarray, rhs: np.ndarray) -> None:
@@ -232,7 +233,7 @@ class CrossedFactor:
     def back_solve(self, c1: np.ndarray, c2: np.ndarray) -> list[np.ndarray]:
         """L^{-T} [c1; c2] per term as (l, q, k): x2 = L22^{-T} c2, x1_j = L11_j^{-T}(c1_j -
         L21_j' x2); c1 is (n1, q1, k), c2 (m, k)."""
-        x2 = solve_triangular(self.L22, c2, lower=True, trans="T", check_finite=False)
+        x2, _ = lapack.dtrtrs(self.L22.T, c2, lower=0)  # L22' x2 = c2 (L22' upper, Fortran)
         n1, q1 = self.L11.shape[:2]
         if self.dense:
             r1 = c1 - (self.F.T @ x2).reshape(n1, q1, -1)
