@@ -2,12 +2,13 @@
 maximal model (issue 8): rt ~ 1 + s*p*l + (1+s+p+l|subj) + (1+s+p+l|item), 56 x 32,
 352 random effects.
 
-usage: .venv/bin/python bench/per_eval.py [evaluations] [ml|reml] [kb07|crossed_1m]
+usage: .venv/bin/python bench/per_eval.py [evaluations] [ml|reml] [kb07|insteval|crossed_1m]
 Prints wall and process-CPU milliseconds per evaluation (the median and the best of 20
 batches): on a machine shared with other work, CPU time is the better measure of the cost
 itself, wall time of what a user waits.  crossed_1m: y ~ x + (1|u) + (1|v) on 1M simulated
 rows, 20,000 x 2,000 levels (bench/data.py), by the crossed factor (a dense 2,000^2 Schur
-complement); use few evaluations (~0.5 s each).
+complement); use few evaluations (~0.5 s each).  insteval: lme4's InstEval,
+y ~ service + (1|s) + (1|d) + (1|dept) (bench/data/InstEval.csv; m = 1,142).
 """
 
 from __future__ import annotations
@@ -28,12 +29,16 @@ from threadpoolctl import threadpool_limits
 import data
 
 DATA = Path(__file__).parents[1] / "tests" / "reference" / "crossed_slopes" / "data" / "kb07.csv"
+INSTEVAL = Path(__file__).parent / "data" / "InstEval.csv"
 FORMULA = "rt ~ 1 + s*p*l + (1+s+p+l|subj) + (1+s+p+l|item)"
 
 
 def _objective(reml: bool, case: str = "kb07") -> ProfiledDeviance:
     if case == "kb07":
         frame = build_frame(parse_formula(FORMULA), pd.read_csv(DATA), None, None)
+    elif case == "insteval":
+        df = data.as_strings(pd.read_csv(INSTEVAL), ("s", "d", "dept", "service"))
+        frame = build_frame(parse_formula("y ~ service + (1|s) + (1|d) + (1|dept)"), df, None, None)
     else:  # crossed_1m (bench/cases.py)
         df = data.as_strings(data.crossed(1_000_000, 20_000, 2_000), ("u", "v"))
         frame = build_frame(parse_formula("y ~ x + (1|u) + (1|v)"), df, None, None)
