@@ -14,6 +14,7 @@ of block e start at row[e]; its T_u starts at Tflat[toff[e]] (q_u x q_u row-majo
 S (dense, lower half) is then factored by LAPACK.
 """
 
+import numpy as np
 from libc.stdint cimport int64_t
 
 
@@ -35,9 +36,6 @@ def schur(
     """W_e := T_u' O_e' T1 L11_j^{-T} (stored at W[ooff[e]], q_u x q1 row-major);
     S -= L21 L21' (lower half); rhs -= L21 c1."""
     cdef Py_ssize_t nlev = L11.shape[0], q1 = L11.shape[1], p1 = c1.shape[2]
-    if q1 == 1 and all_scalar(qe):
-        scalar_schur(ptr, row, toff, ooff, O, Tflat, T1[0, 0], L11, c1, W, S, rhs)
-        return
     cdef Py_ssize_t j, e, f, a, b, c, d, qu, qf, w0, wf
     cdef double acc
     with nogil:
@@ -84,24 +82,33 @@ def schur(
                             S[row[e] + a, row[f] + b] = S[row[e] + a, row[f] + b] - acc
 
 
-cdef bint all_scalar(const int64_t[::1] qe):
-    cdef Py_ssize_t e
-    for e in range(qe.shape[0]):
-        if qe[e] != 1:
-            return False
-    return True
-
-
-cdef void scalar_schur(
-    const int64_t[::1] ptr, const int64_t[::1] row, const int64_t[::1] toff,
-    const int64_t[::1] ooff, const double[::1] O, const double[::1] Tflat, double t1,
-    const double[:, :, ::1] L11, const double[:, :, ::1] c1, double[::1] W, double[:, ::1] S,
+def scalar_schur(
+    const int64_t[::1] ptr,
+    const int64_t[::1] row,
+    const int64_t[::1] toff,
+    const int64_t[::1] ooff,
+    const double[::1] O,
+    const double[::1] Tflat,
+    double t1,
+    const double[:, :, ::1] L11,
+    const double[:, :, ::1] c1,
+    double[::1] W,
+    double[::1] We,
+    int64_t[::1] cur,
+    double[:, ::1] S,
     double[:, ::1] rhs,
+    Py_ssize_t width,
 ):
-    """Every term a scalar random effect (intercepts): W_e = theta_u O_e theta_1 / L11_j.
-    Entries of a level are sorted by row, so S is updated row by row."""
+    """schur() when every term is a scalar random effect (intercepts): W_e = theta_u O_e
+    theta_1 / L11_j (at W[ooff[e]], and at We[e] in entry order), rhs -= L21 c1, and
+    S -= L21 L21' (lower half) in column panels of S `width` wide: each panel is one pass
+    over the levels, whose entries f with row[f] in the panel (a level's entries are sorted
+    by row; cur[j], nlev scratch, is where level j's entries of the panel start) subtract
+    W_e W_f from S[row[e], row[f]] for the entries e >= f of their level.  The panel's part
+    of S stays in cache, and every S entry receives its terms in level order, as in a
+    single loop over the levels."""
     cdef Py_ssize_t nlev = L11.shape[0], p1 = c1.shape[2]
-    cdef Py_ssize_t j, e, f, c, re
+    cdef Py_ssize_t j, e, c
     cdef double we, scale
     with nogil:
         for j in range(nlev):
@@ -109,55 +116,68 @@ cdef void scalar_schur(
             for e in range(ptr[j], ptr[j + 1]):
                 we = Tflat[toff[e]] * O[ooff[e]] * scale
                 W[ooff[e]] = we
-                re = row[e]
+                We[e] = we
                 for c in range(p1):
-                    rhs[re, c] = rhs[re, c] - we * c1[j, 0, c]
-                for f in range(ptr[j], e + 1):  # row[f] <= row[e]
-                    S[re, row[f]] = S[re, row[f]] - we * W[ooff[f]]
+                    rhs[row[e], c] = rhs[row[e], c] - we * c1[j, 0, c]
+    cdef double[:, :, ::1] unused = np.zeros((0, 1, 1))
+    with nogil:
+        panels(ptr, row, We, cur, S, unused, width, True)
 
 
-def condvar_first(
+def scalar_condvar(
     const int64_t[::1] ptr,
     const int64_t[::1] row,
-    const int64_t[::1] qe,
-    const int64_t[::1] ooff,
-    const double[::1] W,
-    const double[:, ::1] Sinv,
+    const double[::1] We,
+    int64_t[::1] cur,
+    double[:, ::1] Sinv,
     double[:, :, ::1] out,
+    Py_ssize_t width,
 ):
-    """out[j] += sum_{e, f at level j} W_e' Sinv[rows of e, rows of f] W_f   (q1 x q1).
-
-    With out[j] = I on entry this is I + L21_j' S^{-1} L21_j; the diagonal block j of
-    A^{-1} is then L11_j^{-T} out[j] L11_j^{-1} (A^{-1} = L^{-T} L^{-1}, L block lower).
-    For scalar terms only the lower triangle of Sinv is read (entries sorted by row).
-    """
-    cdef Py_ssize_t nlev = out.shape[0], q1 = out.shape[1]
-    cdef Py_ssize_t j, e, f, a, b, c, d
-    cdef double acc, we
-    if q1 == 1 and all_scalar(qe):
-        with nogil:
-            for j in range(nlev):
-                acc = 0.0
-                for e in range(ptr[j], ptr[j + 1]):
-                    we = W[ooff[e]]
-                    acc = acc + we * we * Sinv[row[e], row[e]]
-                    for f in range(ptr[j], e):  # row[f] < row[e]
-                        acc = acc + 2.0 * we * W[ooff[f]] * Sinv[row[e], row[f]]
-                out[j, 0, 0] = out[j, 0, 0] + acc
-        return
+    """out[j] += w_j' Sinv w_j for scalar terms, w_j the entries of level j (We, from
+    scalar_schur): with out[j] = 1 on entry, 1 + L21_j' S^{-1} L21_j, so that
+    (A^{-1})_jj = out[j] / L11_j^2.  Reads only the lower triangle of Sinv, in column
+    panels as scalar_schur: out[j] += W_f (W_f Sinv[rf, rf] + 2 sum_{e > f} W_e Sinv[re, rf])
+    for the entries f of level j in the panel (cur: nlev scratch); Sinv is not written."""
     with nogil:
+        panels(ptr, row, We, cur, Sinv, out, width, False)
+
+
+cdef void panels(
+    const int64_t[::1] ptr,
+    const int64_t[::1] row,
+    const double[::1] We,
+    int64_t[::1] cur,
+    double[:, ::1] S,
+    double[:, :, ::1] out,
+    Py_ssize_t width,
+    bint subtract,
+) noexcept nogil:
+    """The panel passes of scalar_schur (subtract: S[re, rf] -= W_e W_f for e >= f) and
+    scalar_condvar (else: out[j] += W_f (W_f S[rf, rf] + 2 sum_{e > f} W_e S[re, rf]))."""
+    cdef Py_ssize_t nlev = ptr.shape[0] - 1, m = S.shape[0]
+    cdef Py_ssize_t j, e, f, c0 = 0, c1, end, rf
+    cdef double acc, wf
+    for j in range(nlev):
+        cur[j] = ptr[j]
+    while c0 < m:
+        c1 = min(c0 + width, m)
+        c0 = c1
         for j in range(nlev):
-            for e in range(ptr[j], ptr[j + 1]):
-                for f in range(ptr[j], ptr[j + 1]):
-                    for a in range(q1):
-                        for b in range(q1):
-                            acc = 0.0
-                            for c in range(qe[e]):
-                                for d in range(qe[f]):
-                                    acc = acc + (W[ooff[e] + c * q1 + a]
-                                                 * Sinv[row[e] + c, row[f] + d]
-                                                 * W[ooff[f] + d * q1 + b])
-                            out[j, a, b] = out[j, a, b] + acc
+            end = ptr[j + 1]
+            f = cur[j]
+            while f < end and row[f] < c1:
+                wf = We[f]
+                rf = row[f]
+                if subtract:
+                    for e in range(f, end):
+                        S[row[e], rf] = S[row[e], rf] - We[e] * wf
+                else:
+                    acc = 0.0
+                    for e in range(f + 1, end):
+                        acc = acc + We[e] * S[row[e], rf]
+                    out[j, 0, 0] = out[j, 0, 0] + wf * (wf * S[rf, rf] + 2.0 * acc)
+                f = f + 1
+            cur[j] = f
 
 
 def lt_times_first(

@@ -157,6 +157,7 @@ VECTOR_FORMULAS = [
     ("y ~ x + z + (1 + x + z | u) + (1 | v)", False),
     ("y ~ x + (1 | u) + (x + z | v)", False),
     ("y ~ x + (x || u) + (1 + z | v)", True),
+    ("y ~ x + (1 + x | u) + (1 + z | v) + (1 | g)", True),  # pairs of two later terms
 ]
 
 
@@ -194,18 +195,26 @@ NESTED_FORMULAS = [
 @pytest.mark.parametrize("formula", NESTED_FORMULAS)
 @pytest.mark.parametrize("layout", ["nested", "cholmod"])
 def test_nested_gradient_matches_finite_differences(formula, reml, layout, monkeypatch):
+    dev, frame = _weighted_deviance(formula, reml, layout, 6, monkeypatch)
+    assert dev.has_gradient
+    _fd_check(dev, frame, np.random.default_rng(12))
+
+
+def _weighted_deviance(formula, reml, layout, seed, monkeypatch):
+    """The weighted deviance on _slopes_data(seed), CHOLMOD forced for layout "cholmod"
+    (by monkeypatch, unused otherwise); asserts that the factorization is layout."""
     from lmmfast._factor import blocked as _blocked
     from lmmfast._factor import crossed as _crossed
 
     if layout == "cholmod":
         monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)
         monkeypatch.setattr(_crossed, "MAX_DENSE", 0)
-    df = _slopes_data(6)
+    df = _slopes_data(seed)
     frame = build_frame(parse_formula(formula), df, weights="wt")
     cp = cross_products(frame.terms, frame.X, frame.y, frame.weights)
     dev = ProfiledDeviance(cp, frame.terms, frame.n, reml, float(np.sum(np.log(frame.weights))))
-    assert dev.factorization == layout and dev.has_gradient
-    _fd_check(dev, frame, np.random.default_rng(12))
+    assert dev.factorization == layout
+    return dev, frame
 
 
 @pytest.mark.parametrize("layout", ["dense", "sparse", "cholmod", "nested"])
@@ -264,17 +273,7 @@ def test_selected_inverse_and_solve_match_the_dense_inverse(layout, monkeypatch)
 def test_objective_is_even_in_scalar_thetas_and_its_gradient_right_below_zero(
     formula, layout, reml, monkeypatch
 ):
-    from lmmfast._factor import blocked as _blocked
-    from lmmfast._factor import crossed as _crossed
-
-    if layout == "cholmod":
-        monkeypatch.setattr(_blocked, "MAX_CLUSTER", 0)
-        monkeypatch.setattr(_crossed, "MAX_DENSE", 0)
-    df = _slopes_data(7)
-    frame = build_frame(parse_formula(formula), df, weights="wt")
-    cp = cross_products(frame.terms, frame.X, frame.y, frame.weights)
-    dev = ProfiledDeviance(cp, frame.terms, frame.n, reml, float(np.sum(np.log(frame.weights))))
-    assert dev.factorization == layout
+    dev, frame = _weighted_deviance(formula, reml, layout, 7, monkeypatch)
     scalar = np.concatenate([[t.q == 1] * (t.q * (t.q + 1) // 2) for t in frame.terms])
     rng = np.random.default_rng(13)
     theta = rng.uniform(0.3, 1.2, len(scalar)) * np.where(scalar, -1.0, 1.0)
@@ -285,3 +284,22 @@ def test_objective_is_even_in_scalar_thetas_and_its_gradient_right_below_zero(
     h = 1e-6
     fd = np.array([(dev(theta + h * e) - dev(theta - h * e)) / (2 * h) for e in np.eye(len(theta))])
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(fd).max()))
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("formula", [f for f, _ in VECTOR_FORMULAS])
+def test_dense_crossed_gradient_matches_the_selected_inverse_route(formula, reml):
+    # CrossedFactor._dense_logdet_gradient (S^{-1} L21 by one dsymm, no pair blocks) and the
+    # dense G12 products against the selected inverse (itself checked against inv(A) above)
+    # summed pair by pair with GradientAssembly's sparse G
+    dev, _ = _weighted_deviance(formula, reml, "crossed", 5, None)
+    f = dev.factor
+    assert f.dense
+    theta = np.random.default_rng(14).uniform(0.2, 1.2, dev.slices[-1].stop)
+    Ts = dev.Ts(theta)
+    dec = dev.decompose(theta, Ts)
+    P = np.linalg.inv(dec.RX.T @ dec.RX)
+    got = f.gradient(Ts, dec.beta, P, 1.7, reml)
+    Zd, Zp = f.selected_inverse()
+    want = f.assembly.gradient(Ts, Zd, Zp, f.back_solve(f.c1, f.c2), dec.beta, P, 1.7, reml)
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11 * np.abs(want).max())

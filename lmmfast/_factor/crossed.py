@@ -14,17 +14,18 @@ whose smaller factors have up to a few thousand levels.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import blas, lapack, solve_triangular
+from scipy.linalg import blas, lapack
 
 from .. import _blockdiag, _schur
 from .._errors import DataError
 from .._sources.crossprod import CrossProducts
 from .._terms import ReTerm
-from .gradient import GradientAssembly
+from .gradient import GradientAssembly, add_pair_terms, diagonal_term
 
 MAX_DENSE = 4000  # above this many effects in the other terms, CHOLMOD's sparsity wins
 DENSE_FILL = 0.2  # L21 at least this full (and small): kept dense, S by one BLAS syrk
 DENSE_L21 = 2_000_000  # at most this many entries in a dense L21
+SCHUR_PANEL = 64  # columns of S per pass of the scalar Schur kernel (64 x m doubles in cache)
 SCALAR_TRACE_MIN = 1e-3  # |theta_k| from which scalar terms' log|A| gradient uses diag(A^{-1})
 
 
@@ -105,6 +106,7 @@ class CrossedFactor:
         self.c1 = np.zeros((t1.nlevels, t1.q, p1))
         self._C1 = np.zeros((1, p1, p1))
         self._ld1 = np.zeros(1)
+        self._lower = np.tri(p1, dtype=bool)
         self.a22_idx = np.concatenate(self._a22_idx)
         self.qvalues = np.unique(self.qe)  # the widths of the coupling blocks
         self.diag_idx = np.arange(self.m) * (self.m + 1)
@@ -123,6 +125,13 @@ class CrossedFactor:
             self.L11inv = np.empty((t1.nlevels, t1.q, t1.q))
             self._R = np.empty_like(self.L11inv)
         self.scalar = not self.dense and all(t.q == 1 for t in terms)
+        if self.scalar:  # scalar_schur's order of the entries by row of S, and W by entry
+            self._byrow = np.argsort(self.row, kind="stable").astype(np.int64)
+            self._rptr = np.zeros(self.m + 1, dtype=np.int64)
+            np.cumsum(np.bincount(self.row, minlength=self.m), out=self._rptr[1:])
+            self._We = np.zeros(len(self.row))
+            self._cur = np.zeros(t1.nlevels, dtype=np.int64)
+            self._ce = np.zeros(len(self.row))
         self._plan_selected_inverse()
 
     def _plan_selected_inverse(self) -> None:
@@ -146,6 +155,15 @@ class CrossedFactor:
                 qt = self.terms[pr.t].q
                 rt = self.off[pr.t - 1] + pr.levels[:, 0][:, None] * qt + np.arange(qt)
                 self._pair_index.append((rt[:, :, None], ru[:, None, :]))
+        # the same blocks of S^{-1} read from its lower (C order) triangle only: flat indices
+        self._rest_diag_flat = []
+        for r in self._rest_rows:
+            a, b = np.broadcast_arrays(r[:, :, None], r[:, None, :])
+            self._rest_diag_flat.append(np.maximum(a, b) * self.m + np.minimum(a, b))
+        self._rest_pairs = [i for i, pr in enumerate(self.pairs) if pr.t != 0]
+        self._rest_pair_flat = [  # rows of u after those of t: (u, t) is in the lower half
+            self._pair_index[i][1] * self.m + self._pair_index[i][0] for i in self._rest_pairs
+        ]
 
     def _a22_values(self, Ts: list[np.ndarray]) -> np.ndarray:
         vals = []
@@ -171,10 +189,16 @@ class CrossedFactor:
             self._dense_schur(Ts, S, rhs)
         else:
             Tflat = np.concatenate([np.ascontiguousarray(T).ravel() for T in Ts])
-            _schur.schur(
-                self.ptr, self.row, self.qe, self.toff, self.ooff, self.O, Tflat, T1,
-                self.L11, self.c1, self.W, S, rhs,
-            )  # fmt: skip
+            if self.scalar:
+                _schur.scalar_schur(
+                    self.ptr, self.row, self.toff, self.ooff, self.O, Tflat, float(T1[0, 0]),
+                    self.L11, self.c1, self.W, self._We, self._cur, S, rhs, SCHUR_PANEL,
+                )  # fmt: skip
+            else:
+                _schur.schur(
+                    self.ptr, self.row, self.qe, self.toff, self.ooff, self.O, Tflat, T1,
+                    self.L11, self.c1, self.W, S, rhs,
+                )  # fmt: skip
         # S's lower triangle (C order) is the upper one of S.T (Fortran order): LAPACK
         # factors it in place, U'U = S with U = L22'
         U, info = lapack.dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
@@ -183,7 +207,7 @@ class CrossedFactor:
         self.L22 = U.T
         self.c2, _ = lapack.dtrtrs(U, rhs, lower=0, trans=1)  # L22^{-1} rhs
         ldL2 = ld1 + 2.0 * np.sum(np.log(U.diagonal()))
-        C1 = np.tril(self._C1[0]) + np.tril(self._C1[0], -1).T
+        C1 = np.where(self._lower, self._C1[0], self._C1[0].T)  # its lower half mirrored
         return ldL2, C1 + self.c2.T @ self.c2
 
     def _dense_schur(self, Ts: list[np.ndarray], S: np.ndarray, rhs: np.ndarray) -> None:
@@ -209,7 +233,7 @@ class CrossedFactor:
     def back_solve(self, c1: np.ndarray, c2: np.ndarray) -> list[np.ndarray]:
         """L^{-T} [c1; c2] per term as (l, q, k): x2 = L22^{-T} c2, x1_j = L11_j^{-T}(c1_j -
         L21_j' x2); c1 is (n1, q1, k), c2 (m, k)."""
-        x2 = solve_triangular(self.L22, c2, lower=True, trans="T", check_finite=False)
+        x2, _ = lapack.dtrtrs(self.L22.T, c2, lower=0)  # L22' x2 = c2 (L22' upper, Fortran)
         n1, q1 = self.L11.shape[:2]
         if self.dense:
             r1 = c1 - (self.F.T @ x2).reshape(n1, q1, -1)
@@ -261,12 +285,63 @@ class CrossedFactor:
     def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
         """d objective / d theta at the last update (see gradient.py)."""
         Y = self.back_solve(self.c1, self.c2)
+        if self.dense:
+            F = self._dense_logdet_gradient(Ts)
+            return self.assembly.with_solution_terms(
+                F, Ts, Y, beta, P, scale, reml, G_times=self._dense_G_times
+            )
         theta = np.array([float(T[0, 0]) for T in Ts]) if self.scalar else None
         if self.scalar and np.all((theta == 0.0) | (np.abs(theta) >= SCALAR_TRACE_MIN)):
             F = [np.array([[f]]) for f in self._scalar_logdet_gradient(theta)]
             return self.assembly.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
         Zd, Zp = self.selected_inverse()
         return self.assembly.gradient(Ts, Zd, Zp, Y, beta, P, scale, reml)
+
+    def _dense_logdet_gradient(self, Ts: list[np.ndarray]) -> list[np.ndarray]:
+        """d log|A| / d T_t per term, (q, q), for a dense L21 = F without forming the blocks
+        of A^{-1} one pair at a time.  With Y = S^{-1} F (one dsymm; m x N1), the blocks of
+        A^{-1} below term 1 are Z21 = -Y L11^{-1} (per level) and the pairs' share of
+        2 tr(A^{-1} Lambda'G Lambda-dot) is, with X = G12 Lambda_2 and R_j = T1 L11_j^{-T},
+
+            term 1:     -2 sum_j L11_j^{-T} Y_j' X_j'        (q1 x q1 per level)
+            term u > 1: -2 sum_{r, k} (R Y')[r, k a] G12[r, k b]   (one gemm per term);
+
+        term 1's diagonal blocks are L11_j^{-T}(I + Y_j'F_j)L11_j^{-1}, the others' and the
+        pairs of later terms are read from the lower triangle of S^{-1}."""
+        n1, q1 = self.L11.shape[:2]
+        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C)
+        if info != 0:
+            raise FloatingPointError("cannot invert the Schur complement")
+        Y = blas.dsymm(1.0, Zinv, self.F, side=0, lower=0)  # S^{-1} L21 (m x N1, Fortran)
+        YT = Y.T.reshape(n1, q1, self.m)
+        Linv = self.L11inv
+        K = YT @ self.F.T.reshape(n1, q1, self.m).transpose(0, 2, 1)  # Y_j'F_j
+        K[:, np.arange(q1), np.arange(q1)] += 1.0
+        Zd1 = Linv.transpose(0, 2, 1) @ K @ Linv
+        F = [diagonal_term(Zd1, Ts[0], self.D[0])]
+        C = YT @ self._X.reshape(n1, q1, self.m).transpose(0, 2, 1)  # Y_j'X_j'
+        F[0] -= 2.0 * np.tensordot(Linv, C, ([0, 1], [0, 1]))
+        RY = (self._R @ YT).reshape(n1 * q1, self.m)  # -(Z21 Lambda_1')'
+        Z22 = Zinv.T.ravel()  # C order: the lower triangle holds S^{-1}
+        for k, (T, GT) in enumerate(zip(Ts[1:], self.G21T)):
+            q = T.shape[0]
+            f = diagonal_term(Z22[self._rest_diag_flat[k]], T, self.D[k + 1])
+            f -= 2.0 * (RY[:, self.off[k] : self.off[k + 1]].reshape(-1, q).T @ GT.reshape(-1, q))
+            F.append(f)
+        for i, flat in zip(self._rest_pairs, self._rest_pair_flat):
+            add_pair_terms(F, self.pairs[i], Z22[flat], Ts)  # S^{-1}[ru, rt] = [rt, ru]
+        return F
+
+    def _dense_G_times(self, v: list[np.ndarray]) -> list[np.ndarray]:
+        """G v (as GradientAssembly.G_times) with the pairs of term 1 by the dense G12."""
+        out = self.assembly.G_times(v, self._rest_pairs)
+        N1 = len(self.G21T[0])
+        v1 = v[0].reshape(N1, -1)
+        for k, GT in enumerate(self.G21T, start=1):
+            G = GT.reshape(N1, -1)
+            out[0] += (G @ v[k].reshape(G.shape[1], -1)).reshape(out[0].shape)
+            out[k] += (G.T @ v1).reshape(out[k].shape)
+        return out
 
     def _scalar_logdet_gradient(self, theta: np.ndarray) -> np.ndarray:
         """d log|A| / d theta_k for scalar terms from the diagonal of A^{-1} only.
@@ -277,7 +352,7 @@ class CrossedFactor:
                              = 2 sum_{i in k} (1 - (A^{-1})_ii) / theta_k,
         and 0 at theta_k = 0 (A is even in theta_k).  The diagonal of A^{-1} is S^{-1}'s
         below term 1 (dpotri, its lower triangle) and (1 + w_j'S^{-1} w_j) / L11_j^2 on
-        term 1 (_schur.condvar_first, which reads S^{-1}'s entries on the pairs of rows
+        term 1 (_schur.scalar_condvar, which reads S^{-1}'s entries on the pairs of rows
         that share a level of term 1, lower triangle only): no pair blocks and no full
         symmetric copy of S^{-1}.  The subtraction loses ~n_k eps / theta_k, hence
         SCALAR_TRACE_MIN (below it the selected inverse on the pattern is used).
@@ -286,7 +361,7 @@ class CrossedFactor:
         if info != 0:
             raise FloatingPointError("cannot invert the Schur complement")
         acc = np.zeros_like(self.L11)
-        _schur.condvar_first(self.ptr, self.row, self.qe, self.ooff, self.W, Zinv.T, acc)
+        _schur.scalar_condvar(self.ptr, self.row, self._We, self._cur, Zinv.T, acc, SCHUR_PANEL)
         L2 = self.L11[:, 0, 0] ** 2  # = 1 + theta_1^2 d_j
         off1 = theta[0] ** 2 * self.D1[:, 0, 0] - acc[:, 0, 0]  # L2 (1 - (A^{-1})_jj)
         sums = [np.sum(off1 / L2)]

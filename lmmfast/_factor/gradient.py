@@ -37,12 +37,14 @@ class GradientAssembly:
             rows, cols = pr.levels[m, 0] * qt + c, pr.levels[m, 1] * qu + d
             self.G.append(sp.csr_matrix((pr.O.ravel(), (rows, cols)), shape=(lt * qt, lu * qu)))
 
-    def G_times(self, v: list[np.ndarray]) -> list[np.ndarray]:
+    def G_times(self, v: list[np.ndarray], pairs=None) -> list[np.ndarray]:
         """G v, v per term as (l, q, k): the diagonal blocks batched, each pair's blocks
-        one sparse product each way (G_tu.T is its CSC view, no copy)."""
+        one sparse product each way (G_tu.T is its CSC view, no copy).  pairs: the indices
+        of the pairs to include (default all)."""
         cp = self.cp
         out = [D @ vt for D, vt in zip(cp.D, v)]
-        for pr, G in zip(cp.pairs, self.G):
+        for i in range(len(cp.pairs)) if pairs is None else pairs:
+            pr, G = cp.pairs[i], self.G[i]
             vt, vu = v[pr.t], v[pr.u]
             out[pr.t] += (G @ vu.reshape(G.shape[1], -1)).reshape(out[pr.t].shape)
             out[pr.u] += (G.T @ vt.reshape(G.shape[0], -1)).reshape(out[pr.u].shape)
@@ -53,22 +55,19 @@ class GradientAssembly:
         (l, q, q)) and the pair blocks Zp (per pair, (npair, q_t, q_u)) of A^{-1}, and Y
         (per term, (l, q, p + 1))."""
         cp = self.cp
-        # sum_j Z_j T' D_j and, per pair, sum_m Z_m T_u'O_m' and sum_m Z_m'T_t'O_m: every
-        # product by a T one gemm on the stacked blocks, every sum over levels a tensordot
-        F = [
-            2.0 * np.tensordot(_right(Z, T.T), D, ([0, 2], [0, 1])) for Z, T, D in zip(Zd, Ts, cp.D)
-        ]
+        F = [diagonal_term(Z, T, D) for Z, T, D in zip(Zd, Ts, cp.D)]
         for pr, Z in zip(cp.pairs, Zp):
-            F[pr.t] += 2.0 * np.tensordot(_right(Z, Ts[pr.u].T), pr.O, ([0, 2], [0, 2]))
-            TtO = _right(pr.O.transpose(0, 2, 1), Ts[pr.t]).transpose(0, 2, 1)  # T_t'O_m
-            F[pr.u] += 2.0 * np.tensordot(Z, TtO, ([0, 1], [0, 1]))
+            add_pair_terms(F, pr, Z, Ts)
         return self.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
 
-    def with_solution_terms(self, F, Ts, Y, beta, P, scale: float, reml: bool) -> np.ndarray:
+    def with_solution_terms(
+        self, F, Ts, Y, beta, P, scale: float, reml: bool, G_times=None
+    ) -> np.ndarray:
         """Add the pwrss and REML terms (from Y) to F, d log|A| / d T_t per term as (q, q)
-        matrices (entry [a, b] the derivative by T_t[b, a]), and list it in theta's order."""
+        matrices (entry [a, b] the derivative by T_t[b, a]), and list it in theta's order.
+        G_times: the product by G if the factor has a faster one than self.G_times."""
         p = len(beta)
-        H = self.G_times([T @ y for T, y in zip(Ts, Y)])
+        H = (G_times or self.G_times)([T @ y for T, y in zip(Ts, Y)])
         for t, (y, h, zx) in enumerate(zip(Y, H, self.cp.ZXY)):
             h = zx - h
             u = y[:, :, p] - y[:, :, :p] @ beta
@@ -81,6 +80,20 @@ class GradientAssembly:
             q = f.shape[0]
             out += [f[b, a] for b in range(q) for a in range(b, q)]
         return np.array(out)
+
+
+def diagonal_term(Z: np.ndarray, T: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """2 sum_j Z_j T' D_j: a term's own blocks' share of d log|A| / d T (one gemm by T,
+    the sum over levels a tensordot)."""
+    return 2.0 * np.tensordot(_right(Z, T.T), D, ([0, 2], [0, 1]))
+
+
+def add_pair_terms(F: list[np.ndarray], pr, Z: np.ndarray, Ts: list[np.ndarray]) -> None:
+    """F[t] += 2 sum_m Z_m T_u'O_m' and F[u] += 2 sum_m Z_m'T_t'O_m for one pair of terms
+    (Z: its blocks of A^{-1}, (npair, q_t, q_u))."""
+    F[pr.t] += 2.0 * np.tensordot(_right(Z, Ts[pr.u].T), pr.O, ([0, 2], [0, 2]))
+    TtO = _right(pr.O.transpose(0, 2, 1), Ts[pr.t]).transpose(0, 2, 1)  # T_t'O_m
+    F[pr.u] += 2.0 * np.tensordot(Z, TtO, ([0, 1], [0, 1]))
 
 
 def _right(Z: np.ndarray, M: np.ndarray) -> np.ndarray:
