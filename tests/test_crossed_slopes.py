@@ -19,6 +19,7 @@ import pytest
 from scipy.optimize import minimize
 
 import lmmfast
+from lmmfast._optimize import lbfgs, leave_singular
 from lmmfast._pls import ProfiledDeviance
 from lmmfast._sources.crossprod import cross_products
 from lmmfast._sources.formula import parse_formula
@@ -111,8 +112,6 @@ def test_a_false_optimum_of_the_cholesky_parametrization_is_left():
     # so the test builds the point itself, the minimum on that face, and checks that
     # leave_singular moves off it to a start from which L-BFGS-B reaches lme4's optimum
     # (refs_crossed_slopes.json, 1e-6)
-    from lmmfast._optimize import leave_singular, lbfgs
-
     ref = REFS["kb07_rank_s2_reml"]["objective"]
     for optimizer in ("auto", "bobyqa"):
         assert _fit("kb07_rank_s2_reml", optimizer=optimizer).objective <= ref * (1 + 1e-6)
