@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import warnings
 from dataclasses import replace
 from typing import Any
@@ -270,10 +271,11 @@ def _minimize(dev: ProfiledDeviance, control: Control):
     opt.to_theta_scale(scale)
     if krylov:
         opt.krylov = krylov_report(dev, opt)
-    logger.info(
-        "%s: objective %.10g after %d evaluations (%s), theta %s",
-        opt.optimizer, opt.fmin, opt.feval, opt.message or "done", np.array2string(opt.theta),
-    )  # fmt: skip
+    if logger.isEnabledFor(logging.INFO):  # array2string costs more than a small fit's step
+        logger.info(
+            "%s: objective %.10g after %d evaluations (%s), theta %s",
+            opt.optimizer, opt.fmin, opt.feval, opt.message or "done", np.array2string(opt.theta),
+        )  # fmt: skip
     if doubtful:
         _convergence(
             f"the optimizer stopped where a Newton step would still lower the objective by "

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import nlopt
 import numpy as np
 from scipy.optimize import minimize
-from threadpoolctl import ThreadpoolController
 
 from ._polish import gradient_hessian
+from ._threads import get_controller
 
 _RESULTS = {
     nlopt.SUCCESS: "success",
@@ -264,16 +264,11 @@ def _scalar_entries(qs) -> np.ndarray:
     return np.concatenate([[q == 1] * (q * (q + 1) // 2) for q in qs]).astype(bool)
 
 
-_CONTROLLER: list = []
-
-
 def _one_blas_thread():
     """Every evaluation on one BLAS thread: the dense pieces are small, other threads only
     spin on a busy machine, and the optimizer's path (evaluations, result) then does not
     depend on the BLAS thread settings."""
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+    return get_controller().limit(limits=1, user_api="blas")  # one scan per process
 
 
 def _restarts(run, theta0, qs) -> OptSummary:

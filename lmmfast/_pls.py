@@ -23,11 +23,15 @@ cross-product blocks of [Z X y]'W[Z X y], never the rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg import block_diag, solve_triangular
+from scipy.linalg.lapack import dgesv as _gesv
+from scipy.linalg.lapack import dpotrf as _potrf
 from scipy.linalg.lapack import dtrtrs as _trtrs
 
+from . import _eliminate
 from ._errors import DataError
 from ._factor import blocked as _blocked
 from ._factor import crossed as _crossed
@@ -86,6 +90,9 @@ class ProfiledDeviance:
         self.factor = (
             factor if factor is not None else _choose_factorization(cp, terms, like, method)
         )
+        # a many-level fixed factor beside one grouping factor: its indicators eliminated
+        # first, no p x p factorization per evaluation (lmmfast/_eliminate.py)
+        self.elim = _eliminate.plan(cp, self.factor)
         cuts = np.cumsum([0] + [t.ntheta for t in terms])
         self.slices = [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
         self.nevals = 0
@@ -97,16 +104,34 @@ class ProfiledDeviance:
     def decompose(self, theta: np.ndarray, Ts: list[np.ndarray] | None = None) -> Decomposition:
         if Ts is None:
             Ts = self.Ts(np.asarray(theta, dtype=np.float64))
+        if self.elim is not None:
+            ldL2, _ = self.factor.update(Ts, schur=False)
+            T = Ts[0] if len(Ts) == 1 else block_diag(*Ts)
+            return self._positive(lambda: self.elim.decompose(T, ldL2, lambda: self._R(Ts)))
         ldL2, C = self.factor.update(Ts)
+        R = self._cholesky(self.XtXy - C)
+        d = R.diagonal()
+        return Decomposition(ldL2, 2.0 * np.log(d[:-1]).sum(), d[-1] ** 2, R)
+
+    def _R(self, Ts: list[np.ndarray]) -> np.ndarray:
+        """The dense R at Ts (an eliminated fit's R_X, when it is asked for)."""
+        _, C = self.factor.update(Ts)
+        return self._cholesky(self.XtXy - C)
+
+    def _cholesky(self, S: np.ndarray) -> np.ndarray:
+        """Upper R with R'R = S, by LAPACK's potrf directly (numpy's cholesky, bit for bit,
+        without 4x its work in overhead on a small fit's 3 x 3)."""
+        L, info = _potrf(S, lower=1, clean=1)
+        if info > 0:
+            raise _exact_fit()
+        return L.T
+
+    @staticmethod
+    def _positive(factorize):
         try:
-            R = np.linalg.cholesky(self.XtXy - C).T
+            return factorize()
         except np.linalg.LinAlgError:
-            raise DataError(
-                "the fixed effects fit the response exactly (zero residual sum of squares); "
-                "a mixed model needs residual variation"
-            ) from None
-        d = np.diag(R)
-        return Decomposition(ldL2, 2.0 * np.sum(np.log(d[:-1])), d[-1] ** 2, R)
+            raise _exact_fit() from None
 
     def __call__(self, theta: np.ndarray) -> float:
         self.nevals += 1
@@ -123,11 +148,15 @@ class ProfiledDeviance:
         Ts = self.Ts(np.asarray(theta, dtype=np.float64))
         dec = self.decompose(theta, Ts)
         nmp = self.n - self.p if self.reml else self.n
+        if self.elim is not None:  # the eliminated indicators: P by their block system
+            hph = partial(self.elim.reml_hph, dec)
+            grad = self.factor.gradient(Ts, dec.beta, None, nmp / dec.pwrss, self.reml, hph=hph)
+            return self.objective(dec), grad
         RX = dec.RX
         if getattr(self.factor, "wide", False):  # many fixed effects: R_X, not its p x p inverse
             grad = self.factor.gradient(Ts, dec.beta, None, nmp / dec.pwrss, self.reml, RX=RX)
             return self.objective(dec), grad
-        P = np.linalg.inv(RX.T @ RX) if len(RX) else np.zeros((0, 0))
+        P = _inverse(RX.T @ RX) if len(RX) else np.zeros((0, 0))
         grad = self.factor.gradient(Ts, dec.beta, P, nmp / dec.pwrss, self.reml)
         return self.objective(dec), grad
 
@@ -144,6 +173,20 @@ class ProfiledDeviance:
 
     def sigma(self, dec: Decomposition) -> float:
         return float(np.sqrt(dec.pwrss / (self.n - self.p if self.reml else self.n)))
+
+
+def _exact_fit() -> DataError:
+    return DataError(
+        "the fixed effects fit the response exactly (zero residual sum of squares); "
+        "a mixed model needs residual variation"
+    )
+
+
+def _inverse(A: np.ndarray) -> np.ndarray:
+    """inv(A) as numpy's (LAPACK's gesv on the identity), called directly: numpy's inv costs
+    4x the work on a small fit's 3 x 3."""
+    _, _, x, info = _gesv(A, np.eye(len(A)), overwrite_b=1)
+    return x if info == 0 else np.linalg.inv(A)
 
 
 def _choose_factorization(cp: CrossProducts, terms: list[ReTerm], like=None, method="auto"):

@@ -31,6 +31,8 @@ def independent_columns(XtX: np.ndarray, tol: float = TOL) -> np.ndarray:
     d = np.sqrt(np.diag(XtX).clip(min=0.0))
     inv = np.divide(1.0, d, out=np.zeros(p), where=d > 0)
     XtX = XtX * inv[:, None] * inv[None, :]
+    if p <= BLOCK:  # one block, nothing kept before it: the block's own factorization
+        return _factor_block(XtX, (d > 0).astype(np.float64), tol)
     kept = np.zeros(0, dtype=np.int64)
     # row i of L: the factor row of kept column kept[i] (lower triangular, len(kept) square)
     L = np.zeros((p, p))

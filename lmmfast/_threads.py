@@ -61,11 +61,11 @@ def dense_order(terms, p: int) -> int:
 @contextmanager
 def fit_threads(terms, p: int):
     """Hold BLAS (and OpenMP's default) at blas_threads(dense_order(terms, p)) for a fit."""
-    with _get_controller().limit(limits=blas_threads(dense_order(terms, p))):
+    with get_controller().limit(limits=blas_threads(dense_order(terms, p))):
         yield
 
 
-def _get_controller() -> ThreadpoolController:
+def get_controller() -> ThreadpoolController:
     """Found once (it scans the loaded libraries: about 8 ms), after lmmfast's imports have
     loaded numpy's, scipy's and CHOLMOD's BLAS."""
     global _controller

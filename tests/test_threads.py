@@ -93,3 +93,20 @@ def test_evaluations_run_with_one_blas_thread(monkeypatch):
     monkeypatch.setattr(ProfiledDeviance, "decompose", spy)
     lmmfast.lmer("y ~ x + (1 | u) + (1 | v)", _crossed(n=2000, nu=300, nv=40))
     assert seen and all(s == {1} for s in seen)
+
+
+def test_the_loaded_libraries_are_scanned_once_per_process(monkeypatch):
+    # the scan (threadpoolctl's ThreadpoolController) costs ~35 ms: the fit's thread rule and
+    # the optimizer's one-BLAS-thread limit share one controller
+    real = _threads.get_controller()
+    calls = []
+
+    class Recording:
+        def limit(self, **kw):
+            calls.append(kw)
+            return real.limit(**kw)
+
+    monkeypatch.setattr(_threads, "_controller", Recording())
+    lmmfast.lmer("Reaction ~ Days + (Days | Subject)", lmmfast.datasets.load("sleepstudy"))
+    assert {"limits": 1} in calls  # the fit's rule (a small fit: one thread)
+    assert {"limits": 1, "user_api": "blas"} in calls  # the optimizer's

@@ -74,33 +74,37 @@ class BlockedFactor:
             T[self._cols(k), self._cols(k)] = Tk
         return T
 
-    def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
-        """Refactor for the terms' T; return log|L|^2 and M'(Lambda'Z'WZ Lambda + I)^{-1}M."""
+    def update(self, Ts: list[np.ndarray], schur: bool = True) -> tuple[float, np.ndarray]:
+        """Refactor for the terms' T; return log|L|^2 and M'(Lambda'Z'WZ Lambda + I)^{-1}M
+        (None for a wide X with schur=False: the caller eliminates X's columns itself)."""
         T = self._T(Ts)
         ZXY, cu = (self._ZY, self._cuy) if self.wide else (self.ZXY, self.cu)
         ok = _blockdiag.update(T, self.B, ZXY, self.L, cu, self._C, self._ld, self.threads)
         if not ok:
             raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
         if self.wide:
-            return float(_sum_chunks(self._ld)), self._wide_update(T)
+            return float(_sum_chunks(self._ld)), self._wide_update(T, schur)
         C = _sum_chunks(self._C)  # its lower half: mirrored (one pass, no temporaries)
         return float(_sum_chunks(self._ld)), np.where(self._lower, C, C.T)
 
-    def _wide_update(self, T: np.ndarray) -> np.ndarray:
+    def _wide_update(self, T: np.ndarray, schur: bool = True) -> np.ndarray | None:
         """cu_j = L_j^{-1} T' ZXY_j for all levels at once, and C = sum_j cu_j'cu_j (dsyrk)."""
         LinvTt = np.linalg.solve(np.tril(self.L), np.broadcast_to(T.T, self.L.shape))
         np.matmul(LinvTt, self.ZXY, out=self.cu)
+        if not schur:
+            return None
         cu2 = self.cu.reshape(-1, self.cu.shape[2])
         C = blas.dsyrk(1.0, cu2, trans=1, lower=1)  # the lower half; the upper is zero
         C += C.T
         C[np.diag_indices_from(C)] *= 0.5  # exact
         return C
 
-    def gradient(self, Ts, beta, P, scale: float, reml: bool, RX=None) -> np.ndarray:
+    def gradient(self, Ts, beta, P, scale: float, reml: bool, RX=None, hph=None) -> np.ndarray:
         """d objective / d theta at the last update (see src/_blockdiag.pyx, gradient).
 
         P = (R_X'R_X)^{-1}; for a wide X the caller may pass P=None and R_X instead: the
-        REML part is then T'H_j R_X^{-1} R_X^{-T} H_j' by one triangular solve (BLAS)."""
+        REML part is then T'H_j R_X^{-1} R_X^{-T} H_j' by one triangular solve (BLAS), or
+        hph(H) = sum_j H_j P H_j' where the caller solves with P itself."""
         T = self._T(Ts)
         Q, p = T.shape[0], len(beta)
         F = np.empty((self.threads, Q, Q))
@@ -113,18 +117,22 @@ class BlockedFactor:
         )  # fmt: skip
         F = _sum_chunks(F)
         if reml and by_rx and p:
-            F -= 2.0 * T.T @ self._reml_HPH(T, RX)
+            F -= 2.0 * T.T @ (self._reml_HPH(T, RX) if hph is None else hph(self.reml_H(T)))
         return F[self._theta_at]  # theta at T_t[a, b] (a >= b), column-major
 
     def _reml_HPH(self, T: np.ndarray, RX: np.ndarray) -> np.ndarray:
         """sum_j H_j P H_j' with H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj and P = (R_X'R_X)^{-1}."""
         nlev, Q, p1 = self.cu.shape
-        Lt = np.triu(self.L.transpose(0, 2, 1))
-        V = np.linalg.solve(Lt, self.cu[:, :, :-1])  # L_j'^{-1} c_Xj
-        H = self.ZXY[:, :, :-1] - self.B @ (T @ V)
+        H = self.reml_H(T)
         G = solve_triangular(RX, H.reshape(-1, p1 - 1).T, trans="T", check_finite=False)
         G = G.T.reshape(nlev, Q, p1 - 1)  # H_j R_X^{-1}
         return np.einsum("jap,jbp->ab", G, G)
+
+    def reml_H(self, T: np.ndarray) -> np.ndarray:
+        """H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj for every level, (l, Q, p)."""
+        Lt = np.triu(self.L.transpose(0, 2, 1))
+        V = np.linalg.solve(Lt, self.cu[:, :, :-1])  # L_j'^{-1} c_Xj
+        return self.ZXY[:, :, :-1] - self.B @ (T @ V)
 
     def inverse_blocks(self) -> list[np.ndarray]:
         """Diagonal blocks of A^{-1} = (Lambda'Z'WZ Lambda + I)^{-1} per term, (l, q, q)."""
@@ -269,6 +277,12 @@ class ClusteredFactor:
             for pr in self.pairs
         ]
         return Zd, Zp
+
+    def reml_H(self, T: np.ndarray) -> np.ndarray:
+        """H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj for every level, (l, Q, p)."""
+        Lt = np.triu(self.L.transpose(0, 2, 1))
+        V = np.linalg.solve(Lt, self.cu[:, :, :-1])  # L_j'^{-1} c_Xj
+        return self.ZXY[:, :, :-1] - self.B @ (T @ V)
 
     def inverse_blocks(self) -> list[np.ndarray]:
         """Diagonal blocks of A^{-1} per term, (l, q, q)."""

@@ -36,8 +36,9 @@ def as_pandas(data) -> pd.DataFrame:
         if data.columns.duplicated().any():
             dup = data.columns[data.columns.duplicated()].unique().tolist()
             raise DataError(f"the data have duplicate column names {dup}; rename them")
-        arrow = [c for c in data.columns if isinstance(data[c].dtype, pd.ArrowDtype)]
-        na_strings = [c for c in data.columns if _is_na_string(data[c].dtype)]
+        dtypes = list(zip(data.columns, data.dtypes))  # one call, not one column per name
+        arrow = [c for c, d in dtypes if isinstance(d, pd.ArrowDtype)]
+        na_strings = [c for c, d in dtypes if _is_na_string(d)]
         if not arrow and not na_strings:
             return data
         out = {c: data[c] for c in data.columns}

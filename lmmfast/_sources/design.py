@@ -17,6 +17,7 @@ missing value gives NaN, an unseen level a NewLevelsError), and ``to_json()`` st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -467,10 +468,16 @@ def _coding(levels: list[str], label: str, kind: dict, by_contrasts: bool):
 
 def variables_of(rhs: str, formula: str | None = None) -> list[str]:
     """The data columns a right-hand side reads (symbols of its variables)."""
+    return list(_variables_of(rhs, formula))
+
+
+@lru_cache(maxsize=256)
+def _variables_of(rhs: str, formula: str | None) -> tuple[str, ...]:
+    """variables_of, once per text (errors are not cached)."""
     terms = r_terms(rhs, formula)
     out: list[str] = []
     for v in terms.variables:
         for s in data_symbols(v):
             if s not in out:
                 out.append(s)
-    return out
+    return tuple(out)

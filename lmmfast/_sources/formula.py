@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .._errors import FormulaError, NotMixedModelError
 
@@ -50,6 +51,12 @@ def parse_formula(formula: str) -> ParsedFormula:
         raise FormulaError(
             f"the formula must be a string such as 'y ~ x + (1 | g)', not {type(formula).__name__}"
         )
+    return _parse(formula)
+
+
+@lru_cache(maxsize=256)
+def _parse(formula: str) -> ParsedFormula:
+    """parse_formula, once per formula text (the result is frozen; errors are not cached)."""
     _check_brackets(formula)
     tildes = _top_level(formula, "~")
     if not tildes:

@@ -58,14 +58,15 @@ def build_frame(
     used = _used_columns(parsed, data, weights, offset)
     keep = np.ones(len(data), dtype=bool)
     for name in used:
-        keep &= data[name].notna().to_numpy()
+        _drop_missing(keep, data[name])
     w_arr = _vector_arg(weights, "weights", data)
     o_arr = _vector_arg(offset, "offset", data)
     for arr in (w_arr, o_arr):
         if arr is not None:
             keep &= ~np.isnan(arr)
     n_dropped = int(len(data) - keep.sum())
-    frame = data.loc[keep, used] if n_dropped else data[used]
+    # every row kept: the data themselves (only the used columns are read), no subframe
+    frame = data.loc[keep, used] if n_dropped else data
     if len(frame) == 0:
         raise DataError(
             f"no rows left: all {len(data)} rows have a missing value in "
@@ -123,6 +124,17 @@ def lme4_order(terms: list[ReTerm]) -> list[ReTerm]:
     if not np.any(np.diff(nl) > 0):
         return terms
     return [terms[i] for i in np.argsort(nl, kind="stable")[::-1]]
+
+
+def _drop_missing(keep: np.ndarray, col: pd.Series) -> None:
+    """keep &= the rows where col has a value (NumPy integers and booleans always have)."""
+    dtype = col.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        keep &= ~np.isnan(col.to_numpy())
+        return
+    keep &= col.notna().to_numpy()
 
 
 def _as_frame(data) -> pd.DataFrame:
