@@ -182,6 +182,7 @@ class KrylovFactor:
         self.extra = None  # outliers beyond the mean directions: found at the first update
         self._last = None
         self._values = {}  # (theta, probes) -> (ld, C) of recent evaluations
+        self.sweep = None  # or the sweeps' runner on Dask workers (krylov_dask.attach)
         self.stats = {"evaluations": 0, "cg": 0, "lanczos": 0, "eig": 0}
         self._work = {}
 
@@ -192,14 +193,17 @@ class KrylovFactor:
         if squeeze:
             V = V[:, None]
         k = V.shape[1]
-        if k not in self._work:
-            self._work = {k: np.empty((self.nthreads, self.m + 1, k))}
-        p = self.perm  # the kernel's column order (most frequent first)
-        Vp, outp = np.ascontiguousarray(V[p]), np.empty_like(V)
-        _krylov.schur_apply(self.indptr, self.indices, self.data, self.unit, s, c[p],
-                            diag[p], Vp, outp, self._work[k], self.nthreads)  # fmt: skip
-        out = np.empty_like(V)
-        out[p] = outp
+        if self.sweep is not None:  # on the workers (krylov_dask.py)
+            out = diag[:, None] * V - c[:, None] * self.sweep.apply(c[:, None] * V, s)
+        else:
+            if k not in self._work:
+                self._work = {k: np.empty((self.nthreads, self.m + 1, k))}
+            p = self.perm  # the kernel's column order (most frequent first)
+            Vp, outp = np.ascontiguousarray(V[p]), np.empty_like(V)
+            _krylov.schur_apply(self.indptr, self.indices, self.data, self.unit, s, c[p],
+                                diag[p], Vp, outp, self._work[k], self.nthreads)  # fmt: skip
+            out = np.empty_like(V)
+            out[p] = outp
         if off and self.Off is not None:
             out += c[:, None] * (self.Off @ (c[:, None] * V))
         return out[:, 0] if squeeze else out
