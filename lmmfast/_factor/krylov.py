@@ -750,7 +750,7 @@ def report(dev, opt, fresh_seed: int | None = None) -> KrylovReport:
     ev = max(stats["evaluations"], 1)
     return KrylovReport(
         objective=float(value), objective_se=obj_se, objective_fit=float(opt.fmin),
-        theta_se_approx=se_approx, theta_se_stat=se_stat, pwrss_bound=bound, probes=f.nprobes,
+        theta_se_approx=se_approx, theta_se_stat=se_stat, pwrss_bound=bound, probes=K,
         seed=fit_seed, deflated=int(f.U.shape[1]), evaluations=stats["evaluations"],
         cg_iterations=stats["cg"] / ev, lanczos_steps=stats["lanczos"] / ev,
         tolerance={"cg_relative_residual": CG_TOL, "probe_relative_residual": PROBE_TOL},
