@@ -238,9 +238,7 @@ class KrylovFactor:
         self.a1 = t1 * t1 * self.d1 + 1.0
         self._s = t1 * t1 / self.a1
         a2 = c * c * self.d2 + 1.0
-        acc = np.empty(self.m)
-        acc = self._diag(self._s)
-        M = a2 - c * c * acc
+        M = a2 - c * c * self._diag(self._s)
         if not np.all(M > 0):
             raise DataError("the random-effects system is not positive definite")
         self.M = M
