@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -60,6 +61,7 @@ def child(size: str, method: str, seed: int, genres: bool, reml: bool) -> dict:
         "theta": fit.theta.tolist(), "beta": fit.beta.tolist(), "sigma": fit.sigma,
         "objective": fit.objective, "evaluations": fit.optsummary.feval,
         "converged": bool(fit.optsummary.converged),
+        "load_average_after_fit": [round(x, 2) for x in os.getloadavg()],
     }  # fmt: skip
     rep = fit.optsummary.krylov
     if rep is not None:
