@@ -28,6 +28,11 @@ applied, by one fused sweep over the sparse level-pair counts (src/_krylov.pyx),
   identity part of S~^{-1} as a control variate), and the penalized RSS and REML parts from
   the CG solutions, as in crossed.py.
 
+The sweep reads N with its columns in decreasing order of count (_by_count), or runs on
+Dask workers over persisted blocks of N (krylov_dask.py, a fit from a Dask DataFrame).
+theta: L-BFGS-B from moment estimates, stopped early (LBFGS_OPTIONS), then Newton steps with
+the optimum check's Hessian (check_optimum).
+
 The optimizer runs with FIT_PROBES (8) probes; at the optimum, `report` re-evaluates with
 NPROBES (16) fresh ones: the objective with its Monte Carlo standard error, the uncertainty
 of theta-hat that the fit's probe noise implies (1e-8 relative of theta at MovieLens 1/10
