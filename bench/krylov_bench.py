@@ -4,6 +4,7 @@
     .venv/bin/python bench/krylov_bench.py --size full --methods krylov    # 32M rows, ~4 GB
     .venv/bin/python bench/krylov_bench.py --exact-at bench/results/krylov_tenth.json
     .venv/bin/python bench/krylov_bench.py --verify 1m    # krylov vs a full exact fit
+    .venv/bin/python bench/krylov_bench.py --verify 10m --exact-newton   # exact Newton step
 
 --verify: y ~ x + (1|u) + (1|m) on random distinct pairs where the exact method runs:
 "1m" 1M rows, 20k x 2k levels (tests/test_krylov.py's generator; the exact fit takes
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -59,6 +61,7 @@ def child(size: str, method: str, seed: int, genres: bool, reml: bool) -> dict:
         "theta": fit.theta.tolist(), "beta": fit.beta.tolist(), "sigma": fit.sigma,
         "objective": fit.objective, "evaluations": fit.optsummary.feval,
         "converged": bool(fit.optsummary.converged),
+        "load_average_after_fit": [round(x, 2) for x in os.getloadavg()],
     }  # fmt: skip
     rep = fit.optsummary.krylov
     if rep is not None:
@@ -157,6 +160,63 @@ def verify(case: str, seed: int) -> dict:
     return out
 
 
+def verify_newton(case: str, seed: int) -> dict:
+    """--verify CASE --exact-newton: the Krylov fit, then the exact objective and gradient
+    at its theta (dense Schur complement), one Newton step there with the Krylov fit's
+    Hessian (opt.hessian, from gradient differences under common probes) and the exact
+    objective and gradient at that point: an exact fit started at the Krylov optimum, two
+    exact evaluations instead of a whole fit (the 10M case: an hour or more)."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import lmmfast
+    import numpy as np
+    from lmmfast._factor import crossed as crossed_factor
+    from lmmfast._pls import ProfiledDeviance
+    from lmmfast._sources.crossprod import RowData
+    from lmmfast._sources.formula import parse_formula
+    from lmmfast._sources.frame import build_frame
+    from test_krylov import crossed
+
+    n, nu, nm = VERIFY[case]
+    df = crossed(n, nu, nm, seed=11 + seed, distinct=True)
+    formula = "y ~ x + (1 | u) + (1 | m)"
+    t0 = time.perf_counter()
+    k = lmmfast.lmer(formula, df, REML=False, method="krylov")
+    rep = k.optsummary.krylov
+    out = {"verify": case, "rows": n, "levels": [nu, nm], "mode": "exact Newton step from krylov",
+           "krylov": {"fit_s": round(time.perf_counter() - t0, 1), "theta": k.theta.tolist(),
+                      "sigma": k.sigma, "beta": k.beta.tolist(), "objective": k.objective,
+                      "objective_fresh": rep.objective, "objective_se": rep.objective_se,
+                      "evaluations": rep.evaluations, "cg_per_eval": rep.cg_iterations,
+                      "lanczos_per_eval": rep.lanczos_steps}}  # fmt: skip
+    H = np.asarray(k.optsummary.hessian)
+    crossed_factor.MAX_DENSE = 10**9
+    frame = build_frame(parse_formula(formula), df, None, None)
+    cp = RowData(frame.terms, frame.Xcols, frame.xnames, frame.y).cross_products(None)
+    del df, k
+    dev = ProfiledDeviance(cp, frame.terms, frame.n, False, 0.0, method="exact")
+    theta = np.asarray(out["krylov"]["theta"])
+    t0 = time.perf_counter()
+    v0, g0 = dev.value_and_gradient(theta)
+    per = time.perf_counter() - t0
+    step = -np.linalg.solve(H, g0)
+    v1, g1 = dev.value_and_gradient(theta + step)
+    dec = dev.decompose(theta + step)
+    ex = {"factorization": dev.factorization, "seconds_per_evaluation": round(per, 1),
+          "objective_at_krylov_theta": v0, "gradient_at_krylov_theta": g0.tolist(),
+          "theta": (theta + step).tolist(), "objective": v1, "gradient": g1.tolist(),
+          "newton_decrement_after": float(0.5 * g1 @ np.linalg.solve(H, g1)),
+          "sigma": dev.sigma(dec), "beta": dec.beta.tolist()}  # fmt: skip
+    out["exact"] = ex
+    kr = out["krylov"]
+    out["relative_difference"] = {
+        "theta": float(np.max(np.abs(theta / (theta + step) - 1))),
+        "sigma": abs(kr["sigma"] / ex["sigma"] - 1),
+        "beta": float(np.max(np.abs(np.asarray(kr["beta"]) / dec.beta - 1))),
+    }
+    out["objective_fresh_minus_exact_in_se"] = (rep.objective - v1) / rep.objective_se
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", choices=["tenth", "full"], default="tenth")
@@ -168,7 +228,18 @@ def main(argv=None) -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--exact-at", help="JSON file of a krylov run: one exact evaluation there")
     ap.add_argument("--verify", choices=sorted(VERIFY), help="krylov vs exact, both fitted")
+    ap.add_argument(
+        "--exact-newton",
+        action="store_true",
+        help="with --verify: exact Newton step from the krylov optimum, no exact fit",
+    )
     a = ap.parse_args(argv)
+    if a.verify and a.exact_newton:
+        rec = verify_newton(a.verify, a.seed)
+        print(json.dumps(rec))
+        if a.out:
+            Path(a.out).write_text(json.dumps(rec, indent=1) + "\n")
+        return
     if a.verify:
         print(json.dumps(verify(a.verify, a.seed)))
         return

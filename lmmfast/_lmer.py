@@ -21,6 +21,7 @@ from ._errors import (
     FormulaError,
     SingularFitWarning,
 )
+from ._factor import krylov_dask
 from ._factor.krylov import LBFGS_OPTIONS as KRYLOV_LBFGS
 from ._factor.krylov import check_optimum as krylov_check
 from ._factor.krylov import report as krylov_report
@@ -221,6 +222,8 @@ def _fit_threads(
             )
         cp = cp.select(keep)
     dev = ProfiledDeviance(cp, frame.terms, frame.n, REML, ldW, like=like, method=method)
+    if isinstance(frame, StreamFrame) and dev.factorization == "krylov":
+        krylov_dask.attach(dev.factor, frame)  # a Dask source: the sweeps on its workers
     opt = _minimize(dev, control)
     fit = _package(formula, REML, frame, rows, keep, dev, opt, dropped, None)
     if fit.is_singular and like is None:

@@ -154,6 +154,7 @@ def test_fit_matches_exact(pair):
     assert abs(rep.objective - exact.objective) < 3 * rep.objective_se
     assert rep.pwrss_bound < 1e-6
     assert rep.deflated >= 1 and rep.evaluations > 0 and rep.cg_iterations > 0
+    assert rep.probes == kr.NPROBES and rep.fit_probes == kr.FIT_PROBES  # fresh, fit's
     # the implied uncertainty of theta-hat covers the actual difference from the exact fit
     assert np.all(np.abs(fit.theta - exact.theta) < 5 * rep.theta_se_approx + 1e-6)
     assert np.all(rep.theta_se_approx < 1e-2 * rep.theta_se_stat)
