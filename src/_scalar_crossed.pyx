@@ -103,6 +103,7 @@ cdef class ScalarCrossed:
     cdef double* N
     cdef double* Trr
     cdef double* M0
+    cdef double* Ma
     cdef double* Q
     cdef double* a1
     cdef double* ot
@@ -152,6 +153,7 @@ cdef class ScalarCrossed:
         self.Sinv, self.P1, self.C = _buf(keep, m * m), _buf(keep, m * m), _buf(keep, m * m)
         self.N, self.Trr, self.M0 = _buf(keep, m * m), _buf(keep, m * m), _buf(keep, m * m)
         self.Q, self.a1, self.ot = _buf(keep, m * m), _buf(keep, l1), _buf(keep, nnz)
+        self.Ma = _buf(keep, m * m)
         self.V, self.Gv, self.Y = _buf(keep, q * p1), _buf(keep, q * p1), _buf(keep, q * p1)
         self.U0, self.NY, self.TY = _buf(keep, m * p1), _buf(keep, m * p1), _buf(keep, m * p1)
         self.beta, self.P = _buf(keep, p1), _buf(keep, p1 * p1)
@@ -205,35 +207,49 @@ cdef class ScalarCrossed:
         cdef const int64_t* ptr = self.ptr
         cdef const int64_t* row = self.row
         cdef double* S = self.S
+        cdef double* C = self.C
         cdef double* c1 = self.c1
         cdef double* c2 = self.c2
         cdef double* W = self.W
         cdef double* Rp = self.Rp
+        cdef double prod = 1.0, v
         self.current = False
         for j in range(l1):
-            Lj = sqrt(t1 * t1 * self.d1[j] + 1.0)
+            v = t1 * t1 * self.d1[j] + 1.0
+            Lj = sqrt(v)
             self.L1[j] = Lj
-            ld += 2.0 * log(Lj)
+            prod *= v  # log|L1|^2 = log of the product, in pieces that cannot overflow
+            if prod > 1e100:
+                ld += log(prod)
+                prod = 1.0
             for c in range(p1):
                 c1[j * p1 + c] = t1 * self.Z1[j * p1 + c] / Lj
             for e in range(ptr[j], ptr[j + 1]):
                 W[e] = t1 * th[self.kterm[e]] * self.o[e] / Lj
-        # S = theta theta' * B22 + I - sum_j w_j w_j' (lower), rhs = theta Z2 - sum_j w_j c1_j'
+        ld += log(prod)
+        # C = B22 - theta_1^2 O'D1^{-1}O and S = I + Theta C Theta (lower; C is used by
+        # _derivatives too), rhs = theta Z2 - sum_j w_j c1_j'
         for a in range(m):
             ta = th[self.kr[a]]
             for c in range(a + 1):
-                S[a * m + c] = ta * th[self.kr[c]] * self.B22[a * m + c]
-            S[a * m + a] += 1.0
+                C[a * m + c] = self.B22[a * m + c]
             for c in range(p1):
                 c2[a * p1 + c] = ta * self.Z2[a * p1 + c]
         for j in range(l1):
+            v = t1 * t1 / (self.L1[j] * self.L1[j])
             for e in range(ptr[j], ptr[j + 1]):
                 a = row[e]
-                we = W[e]
+                acc = v * self.o[e]
                 for f in range(ptr[j], e + 1):  # rows sorted within a level: row[f] <= a
-                    S[a * m + row[f]] -= we * W[f]
+                    C[a * m + row[f]] -= acc * self.o[f]
+                we = W[e]
                 for c in range(p1):
                     c2[a * p1 + c] -= we * c1[j * p1 + c]
+        for a in range(m):
+            ta = th[self.kr[a]]
+            for c in range(a + 1):
+                S[a * m + c] = ta * th[self.kr[c]] * C[a * m + c]
+            S[a * m + a] += 1.0
         if _cholesky(S, m) != 0:
             return 1
         for a in range(m):
@@ -313,9 +329,9 @@ cdef class ScalarCrossed:
         """The gradient in phi = theta^2 (and with Hphi != NULL the Hessian in phi, K x K
         row-major) at the last factorization (at th), by the formulas of the module
         docstring (_to_theta gives theta's)."""
-        cdef Py_ssize_t j, e, f, a, b, c, k, l, r, l1 = self.l1, m = self.m, p1 = self.p1
+        cdef Py_ssize_t j, e, f, a, b, c, k, u, r, l1 = self.l1, m = self.m, p1 = self.p1
         cdef Py_ssize_t p = p1 - 1, K = self.K, q = l1 + m
-        cdef double t1 = th[0], D, aj, qj, acc, x, pw = self.pwrss, nmp = self.nmp
+        cdef double t1 = th[0], D, aj, acc, x, pw = self.pwrss, nmp = self.nmp
         cdef double tr1 = 0.0, trq = 0.0, sa2 = 0.0, saq = 0.0, ld, sT
         cdef const int64_t* ptr = self.ptr
         cdef const int64_t* row = self.row
@@ -325,6 +341,7 @@ cdef class ScalarCrossed:
         cdef double* N = self.N
         cdef double* Trr = self.Trr
         cdef double* M0 = self.M0
+        cdef double* Ma = self.Ma
         cdef double* Y = self.Y
         cdef double* Rp = self.Rp
         cdef double* ot = self.ot
@@ -336,35 +353,40 @@ cdef class ScalarCrossed:
         cdef double sTs[KMAX * KMAX]
         cdef double* Qk = self.Qk
         cdef double* ks = self.ks
-        cdef bint hess = Hphi != NULL
-        # P1 = Theta S^{-1} Theta
+        cdef bint hess = Hphi != NULL, zero
+        # P1 = Theta S^{-1} Theta; C (the factorization's) made full
         _lower_inverse_gram(self.S, m, self.Sinv)
         for a in range(m):
             for c in range(m):
                 P1[a * m + c] = th[kr[a]] * self.Sinv[a * m + c] * th[kr[c]]
-                C[a * m + c] = self.B22[a * m + c]
-                if hess:
-                    M0[a * m + c] = 0.0
-        # per level of term 1: d1/D1, O~, q_j = o~_j'P1 o~_j; C, M0
+                M0[a * m + c] = 0.0
+                Ma[a * m + c] = 0.0
+            for c in range(a):
+                C[c * m + a] = C[a * m + c]
+        # per level of term 1: d1/D1 and O~; M0 = O~'O~, Ma = O~'diag(d1/D1)O~ (lower), so
+        # that sum_j q_j = tr(P1 M0) and sum_j a_j q_j = tr(P1 Ma), q_j = o~_j'P1 o~_j
         for j in range(l1):
             D = self.L1[j] * self.L1[j]
             aj = self.d1[j] / D
             self.a1[j] = aj
             for e in range(ptr[j], ptr[j + 1]):
                 ot[e] = self.o[e] / D
-            qj = 0.0
             for e in range(ptr[j], ptr[j + 1]):
                 a = row[e]
-                for f in range(ptr[j], ptr[j + 1]):
-                    b = row[f]
-                    qj += ot[e] * P1[a * m + b] * ot[f]
-                    C[a * m + b] -= t1 * t1 * D * ot[e] * ot[f]
-                    if hess:
-                        M0[a * m + b] += ot[e] * ot[f]
+                for f in range(ptr[j], e + 1):
+                    x = ot[e] * ot[f]
+                    M0[a * m + row[f]] += x
+                    Ma[a * m + row[f]] += aj * x
             tr1 += aj
-            trq += qj
             sa2 += aj * aj
-            saq += aj * qj
+        for a in range(m):
+            for c in range(a):
+                M0[c * m + a] = M0[a * m + c]
+                Ma[c * m + a] = Ma[a * m + c]
+        for a in range(m):
+            for c in range(m):
+                trq += P1[a * m + c] * M0[a * m + c]
+                saq += P1[a * m + c] * Ma[a * m + c]
         # N = I - P1 C, T_rr = C N
         for a in range(m):
             for c in range(m):
@@ -378,13 +400,24 @@ cdef class ScalarCrossed:
                 for b in range(m):
                     acc += C[a * m + b] * N[b * m + c]
                 Trr[a * m + c] = acc
-        # Z'V^{-1}[X y] = Z'W[X y] - G Lambda L^{-T}[c1; c2]  (into Gv, negated below)
+        # Z'V^{-1}[X y] (into Gv): Lambda Z'V^{-1} = A^{-1} Lambda Z'W, so row r is
+        # (L^{-T}[c1; c2])_r / theta_k (every entry of the row carries theta_k: exact), and
+        # where theta_k = 0, Z'W[X y] - G Lambda L^{-T}[c1; c2]
         self._back()
-        self._G_times(th)
+        zero = False
+        for k in range(K):
+            zero = zero or th[k] == 0.0
+        if zero:
+            self._G_times(th)
         for r in range(q):
-            for c in range(p1):
-                x = self.Z1[r * p1 + c] if r < l1 else self.Z2[(r - l1) * p1 + c]
-                self.Gv[r * p1 + c] = x - self.Gv[r * p1 + c]
+            k = 0 if r < l1 else kr[r - l1]
+            if th[k] != 0.0:
+                for c in range(p1):
+                    self.Gv[r * p1 + c] = self.V[r * p1 + c] / th[k]
+            else:
+                for c in range(p1):
+                    x = self.Z1[r * p1 + c] if r < l1 else self.Z2[(r - l1) * p1 + c]
+                    self.Gv[r * p1 + c] = x - self.Gv[r * p1 + c]
         # beta = R_X^{-1} R[:p, p]; Y = [K s]: K = Z'V^{-1}X R_X^{-1}, s = Z'V^{-1}(y - X beta)
         for a in range(p - 1, -1, -1):
             acc = Rp[a * p1 + p]
@@ -456,8 +489,8 @@ cdef class ScalarCrossed:
             nT[kr[c]] += acc
             for a in range(m):
                 nT[kr[a] * K + kr[c]] += Trr[a * m + c] * Trr[a * m + c]
-        for l in range(1, K):
-            nT[l * K] = nT[l]
+        for u in range(1, K):
+            nT[u * K] = nT[u]
         # the diagonals of Y_k'T_kl Y_l: their trace over K's columns, and the s entry
         for a in range(m):  # U0 = O~'Y_1
             for c in range(p1):
@@ -476,14 +509,14 @@ cdef class ScalarCrossed:
                     x += P1[a * m + b] * self.U0[b * p1 + c]
                 acc -= self.U0[a * p1 + c] * x
             _add_diag(trKK, sTs, 0, acc, c, p)
-        for l in range(1, K):
+        for u in range(1, K):
             # NY = N E_l Y_2, TY = T_rr E_l Y_2
             for a in range(m):
                 for c in range(p1):
                     self.NY[a * p1 + c] = 0.0
                     self.TY[a * p1 + c] = 0.0
                 for b in range(m):
-                    if kr[b] != l:
+                    if kr[b] != u:
                         continue
                     for c in range(p1):
                         x = Y[(l1 + b) * p1 + c]
@@ -493,30 +526,30 @@ cdef class ScalarCrossed:
                 acc = 0.0
                 for a in range(m):
                     acc += self.U0[a * p1 + c] * self.NY[a * p1 + c]
-                _add_diag(trKK, sTs, l, acc, c, p)
-            for a in range(m):  # Pi_kl = Y_2'E_k T_rr E_l Y_2, k <= l
+                _add_diag(trKK, sTs, u, acc, c, p)
+            for a in range(m):  # Pi_ku = Y_2'E_k T_rr E_u Y_2, k <= u
                 k = kr[a]
-                if k > l:
+                if k > u:
                     continue
                 for c in range(p1):
-                    _add_diag(trKK, sTs, k * K + l,
+                    _add_diag(trKK, sTs, k * K + u,
                               Y[(l1 + a) * p1 + c] * self.TY[a * p1 + c], c, p)
         for k in range(K):
-            for l in range(k, K):
-                ld = -nT[k * K + l]
-                sT = sTs[k * K + l]
+            for u in range(k, K):
+                ld = -nT[k * K + u]
+                sT = sTs[k * K + u]
                 if p > 0:  # T_P = T - KK': |T_P,kl|^2 and s_k'T_P,kl s_l
                     acc = 0.0
                     for a in range(p * p):
-                        acc += Qk[k * p * p + a] * Qk[l * p * p + a]
+                        acc += Qk[k * p * p + a] * Qk[u * p * p + a]
                     x = 0.0
                     for a in range(p):
-                        x += ks[k * p + a] * ks[l * p + a]
+                        x += ks[k * p + a] * ks[u * p + a]
                     if self.reml:
-                        ld += 2.0 * trKK[k * K + l] - acc
+                        ld += 2.0 * trKK[k * K + u] - acc
                     sT -= x
-                Hphi[k * K + l] = ld + nmp * (2.0 * sT / pw - ss[k] * ss[l] / (pw * pw))
-                Hphi[l * K + k] = Hphi[k * K + l]
+                Hphi[k * K + u] = ld + nmp * (2.0 * sT / pw - ss[k] * ss[u] / (pw * pw))
+                Hphi[u * K + k] = Hphi[k * K + u]
 
     # ----- the whole fit of one response, without the GIL (lmer_many) ------------------------
     def fit_range(self, Py_ssize_t lo, Py_ssize_t hi, const unsigned char[::1] todo,
@@ -781,12 +814,12 @@ cdef void _to_theta(const double* th, const double* F, const double* FH, Py_ssiz
                     double* g, double* H) noexcept nogil:
     """theta's gradient and Hessian (FH != NULL) from phi's: g_k = 2 theta_k F_k,
     H_kl = 4 theta_k theta_l F_kl + 2 delta_kl F_k."""
-    cdef Py_ssize_t k, l
+    cdef Py_ssize_t k, u
     for k in range(K):
         g[k] = 2.0 * th[k] * F[k]
         if FH != NULL:
-            for l in range(K):
-                H[k * K + l] = 4.0 * th[k] * th[l] * FH[k * K + l] + (2.0 * F[k] if k == l else 0.0)
+            for u in range(K):
+                H[k * K + u] = 4.0 * th[k] * th[u] * FH[k * K + u] + (2.0 * F[k] if k == u else 0.0)
 
 
 cdef double* _view(object a):
