@@ -37,15 +37,17 @@ O~'[K s] and m x m products.  Arrays are row-major raw buffers; the dense parts 
 (m is at most a few hundred here), so the triangular algebra is plain loops.
 
 fit_range() runs whole fits, one response after another, without the GIL (lmer_many's
-threads each hold a kernel): from theta = 1 (lmer's start), Newton on the analytic
-Hessian over all of R^K (the objective is even in each theta_k, so no bound is needed and
-theta_k = 0 is reached like any other point; where the Hessian is not positive definite
-it is shifted, and a backtracking line search keeps each step a descent), ending with
-Newton steps at the precision floor as _polish.newton_polish does (kept unless the
-objective rises beyond rounding), then |theta|, _polish's snap of a theta within 1e-6 of
-0 onto 0, and _optimize._leave_boundary's probes of a theta at 0 (1e-3, 0.05) with a
-restart from a lower one.  A fit whose Newton decrement exceeds DECREMENT_TOL, or whose
-factorization fails, is reported (status != 0) for the caller's Python path.
+threads each hold a kernel): from theta = 1 (lmer's start), projected Newton on the
+analytic Hessian in phi = theta^2 >= 0 (_newton: in theta the objective is even, so
+theta_k = 0 is a stationary point, a saddle where the variance should grow, while in phi
+the slope there is F_k; where the Hessian is not positive definite its eigenvalues are
+taken in absolute value, and a backtracking line search keeps each step a descent),
+ending with Newton steps at the precision floor as _polish.newton_polish does (kept
+unless the objective rises beyond rounding), then theta = sqrt(phi), _polish's snap of a
+theta within 1e-6 of 0 onto 0, and _optimize._leave_boundary's probes of a theta at 0
+(1e-3, 0.05) with a restart from a lower one.  A fit whose Newton decrement exceeds
+DECREMENT_TOL, or whose factorization fails, is reported (status != 0) for the caller's
+Python path.
 """
 
 from libc.math cimport INFINITY, M_PI, fabs, fmax, isfinite, log, sqrt
@@ -331,7 +333,7 @@ cdef class ScalarCrossed:
         docstring (_to_theta gives theta's)."""
         cdef Py_ssize_t j, e, f, a, b, c, k, u, r, l1 = self.l1, m = self.m, p1 = self.p1
         cdef Py_ssize_t p = p1 - 1, K = self.K, q = l1 + m
-        cdef double t1 = th[0], D, aj, acc, x, pw = self.pwrss, nmp = self.nmp
+        cdef double D, aj, acc, x, pw = self.pwrss, nmp = self.nmp
         cdef double tr1 = 0.0, trq = 0.0, sa2 = 0.0, saq = 0.0, ld, sT
         cdef const int64_t* ptr = self.ptr
         cdef const int64_t* row = self.row
