@@ -163,12 +163,13 @@ def table(rows) -> str:
     for r in rows:
         lme4 = (f"{r['lme4_loop']:.0f} s (from {r['lme4_subset']})" if "lme4_loop" in r
                 else "-")  # fmt: skip
+        gap = f"{r['lme4_gap']:.1e}" if "lme4_gap" in r else "-"
         out.append(
             f"| {r['case']} `{r['formula']}` | {r['responses']:,} x {r['rows']:,} | "
             f"{r['lmer_many']:.1f} s | {r['per_response_ms']:.2f} ms | "
             f"{r['evals_mean']:.1f} (max {r['evals_max']}) | "
             f"{r['lmer_loop']:.0f} s (from {r['lmer_subset']}) | {lme4} | "
-            f"{r.get('lme4_gap', float('nan')):.1e} |"
+            f"{gap} |"
         )
     return "\n".join(out)
 
