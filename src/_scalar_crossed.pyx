@@ -636,7 +636,9 @@ cdef class ScalarCrossed:
         a phi at 0 with the slope pushing outwards is held there, the others step by
         |H_ff|^{-1} F_f, _newton_direction; each step at most MAXSTEP * max(1, |z|) long,
         projected onto phi >= 0, backtracking until the objective falls (Armijo on the
-        projected step)).  phi is where the objective is smooth and V linear: theta's
+        projected step; where a full step fell by more than 1.2 times the quadratic
+        model's decrease, t = 2 and 4 are tried too, kept while lower: from below, the phi
+        step undershoots where the curvature falls off)).  phi is where the objective is smooth and V linear: theta's
         even symmetry makes theta_k = 0 a stationary point, a saddle where the variance
         should grow, and lets steps jump between theta and -theta; in phi the slope there
         is F_k, a first-order signal.  Where the predicted decrease is below POLISH
@@ -651,7 +653,8 @@ cdef class ScalarCrossed:
         cdef double zt[KMAX]
         cdef double Ft[KMAX]
         cdef double FHt[KMAX * KMAX]
-        cdef double ft, t, slope, big, dmax, dnorm, drop
+        cdef double ft, t, slope, big, dmax, dnorm, drop, tt, fx
+        cdef double zx[KMAX]
         st = self._eval(z, f, F, FH)
         if st != 0:
             return st
@@ -702,6 +705,23 @@ cdef class ScalarCrossed:
                     t *= 0.5
                 if st != 0:
                     return 0  # no descent at this precision: the decrement decides
+                if t == 1.0 and not indefinite and f[0] - ft > 1.2 * 0.5 * drop:
+                    # the objective fell by more than the quadratic model says (the phi
+                    # Newton step undershoots where the curvature falls off): go further
+                    tt = 2.0
+                    while tt <= 4.0:
+                        for i in range(K):
+                            zx[i] = fmax(z[i] - tt * d[i], 0.0)
+                        if self._eval(zx, &fx, NULL, NULL) != 0 or not fx < ft:
+                            break
+                        for i in range(K):
+                            zt[i] = zx[i]
+                        ft = fx
+                        tt *= 2.0
+                    if not (self.current and _same(self.thv, zt, K)):
+                        st = self._eval(zt, &ft, NULL, NULL)
+                        if st != 0:
+                            return st
                 self._derivatives(self.thv, Ft, FHt)  # the factorization is at zt
             for i in range(K):
                 z[i], F[i] = zt[i], Ft[i]
@@ -822,6 +842,15 @@ cdef void _to_theta(const double* th, const double* F, const double* FH, Py_ssiz
         if FH != NULL:
             for u in range(K):
                 H[k * K + u] = 4.0 * th[k] * th[u] * FH[k * K + u] + (2.0 * F[k] if k == u else 0.0)
+
+
+cdef inline bint _same(const double* th, const double* z, Py_ssize_t K) noexcept nogil:
+    """theta = sqrt(z) exactly (the factorization is at z)."""
+    cdef Py_ssize_t i
+    for i in range(K):
+        if th[i] != sqrt(z[i]):
+            return False
+    return True
 
 
 cdef double* _view(object a):
