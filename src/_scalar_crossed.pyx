@@ -638,8 +638,9 @@ cdef class ScalarCrossed:
         projected onto phi >= 0, backtracking until the objective falls (Armijo on the
         projected step; where a full step fell by more than 1.2 times the quadratic
         model's decrease, t = 2 and 4 are tried too, kept while lower: from below, the phi
-        step undershoots where the curvature falls off)).  phi is where the objective is smooth and V linear: theta's
-        even symmetry makes theta_k = 0 a stationary point, a saddle where the variance
+        step undershoots where the curvature falls off)).  phi is where the objective is
+        smooth and V linear: theta's even symmetry makes theta_k = 0 a stationary point, a
+        saddle where the variance
         should grow, and lets steps jump between theta and -theta; in phi the slope there
         is F_k, a first-order signal.  Where the predicted decrease is below POLISH
         (relative), up to STEPS full steps, each kept unless the objective rises beyond
