@@ -14,7 +14,9 @@ lmer_many fits all responses (wall-clock, threads = CPUs); the loops fit the fir
 `subset` responses (each: set the column, call lmer(); R: the same in a loop inside one
 Rscript process, timed with proc.time around the loop only), and their time is scaled to
 all responses.  Every looped response's objective is checked against lmer_many's.
-Prints a markdown table.
+Without Rscript (or without lme4 in R) the lme4 loop is skipped, with a note saying so.
+Prints a markdown table, with the load average (the machine may be shared) and lmer_many's
+objective evaluations per response (load-independent: factorizations, mean and max).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,6 +116,21 @@ def time_lme4_loop(formula, df, Y, k, factors):
         return res["seconds"], np.array(res["objective"])
 
 
+def lme4_missing() -> str | None:
+    """Why the lme4 loop cannot run here, or None."""
+    if shutil.which("Rscript") is None:
+        return "Rscript not found"
+    r = subprocess.run(["Rscript", "-e", "library(lme4); library(jsonlite)"],
+                       capture_output=True, text=True)  # fmt: skip
+    return None if r.returncode == 0 else "R lacks lme4 or jsonlite"
+
+
+def evaluations(many) -> tuple[float, int]:
+    """Mean and max objective evaluations per fitted response."""
+    n = [o.feval for o in many._r.opt if o is not None]
+    return (float(np.mean(n)), int(np.max(n))) if n else (float("nan"), 0)
+
+
 def run(case: str, scale: float, lme4: bool):
     spec = CASES[case]
     G = int(spec["G"] * scale)
@@ -125,7 +143,8 @@ def run(case: str, scale: float, lme4: bool):
                lmer_many=t_many, per_response_ms=1e3 * t_many / G,
                lmer_loop=t_py / k_py * G, lmer_subset=k_py, lmer_gap=gap,
                converged=int(many.converged.sum()),
-               singular=int(many.is_singular.sum()))  # fmt: skip
+               singular=int(many.is_singular.sum()), compiled=int(many._r.compiled.sum()),
+               evals_mean=evaluations(many)[0], evals_max=evaluations(many)[1])  # fmt: skip
     if lme4:
         factors = [c for c in df.columns if df[c].dtype == object]
         t_r, obj_r = time_lme4_loop(spec["formula"], df, Y, k_r, factors)
@@ -137,18 +156,20 @@ def run(case: str, scale: float, lme4: bool):
 
 def table(rows) -> str:
     out = [
-        "| case | responses x rows | lmer_many | per response | loop of lmmfast.lmer | "
-        "loop of lme4 | lme4 objective - ours (max, rel.) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| case | responses x rows | lmer_many | per response | evaluations per response | "
+        "loop of lmmfast.lmer | loop of lme4 | lme4 objective - ours (max, rel.) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lme4 = (f"{r['lme4_loop']:.0f} s (from {r['lme4_subset']})" if "lme4_loop" in r
                 else "-")  # fmt: skip
+        gap = f"{r['lme4_gap']:.1e}" if "lme4_gap" in r else "-"
         out.append(
             f"| {r['case']} `{r['formula']}` | {r['responses']:,} x {r['rows']:,} | "
             f"{r['lmer_many']:.1f} s | {r['per_response_ms']:.2f} ms | "
+            f"{r['evals_mean']:.1f} (max {r['evals_max']}) | "
             f"{r['lmer_loop']:.0f} s (from {r['lmer_subset']}) | {lme4} | "
-            f"{r.get('lme4_gap', float('nan')):.1e} |"
+            f"{gap} |"
         )
     return "\n".join(out)
 
@@ -159,12 +180,20 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="1/10 of the responses")
     ap.add_argument("--no-lme4", action="store_true")
     args = ap.parse_args(argv)
+    why = None if args.no_lme4 else lme4_missing()
+    if why:
+        print(f"lme4 loop skipped: {why}", file=sys.stderr)
+    load0 = os.getloadavg()[0]
     rows = []
     for case in args.cases.split(","):
-        rows.append(run(case, 0.1 if args.quick else 1.0, not args.no_lme4))
+        rows.append(run(case, 0.1 if args.quick else 1.0, not args.no_lme4 and why is None))
         print(json.dumps(rows[-1]), file=sys.stderr)
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
-          f"lmmfast {lmmfast.__version__}")  # fmt: skip
+    skipped = f"; lme4 loop skipped: {why}" if why else ""
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+        f"lmmfast {lmmfast.__version__}, load average (1 min) {load0:.2f} at start, "
+        f"{os.getloadavg()[0]:.2f} at end{skipped}"
+    )
     print(table(rows))
 
 

@@ -7,8 +7,8 @@ diagonal of Y'WY (src/_assemble_many.pyx).  Response g's blocks of
 A = [Z X y_g]'W[Z X y_g] are then those blocks side by side, bit for bit what lmer()
 computes for that response alone.  Scalar terms ((1 | a) + (1 | b) + ..., unscaled
 columns): the whole fit of each response runs in C without the GIL
-(_many_scalar.fit_compiled: quasi-Newton on the analytic gradient, then lmer()'s Newton
-polish and boundary probes, so it ends at lmer()'s optimum, to 1e-8 in theta); a response
+(_many_scalar.fit_compiled: Newton on the analytic Hessian, then lmer()'s snap to 0 and
+boundary probes, so it ends at lmer()'s optimum, to 1e-8 in theta); a response
 it does not converge on, and every other model, is optimized exactly as lmer() does it
 (the same objective, the same optimizer path).
 
@@ -86,13 +86,14 @@ def lmer_many(
     How theta is optimized: for scalar random-effects terms only (``(1 | a) + (1 | b)``,
     at most 8, no column of extreme scale) and where ``lmer`` would use the gradient
     (``optimizer`` "auto" or "lbfgs"), each response's whole fit runs in compiled code,
-    the responses split over the threads in fixed ranges: a quasi-Newton descent from
-    lmer's start (theta = 1) on the analytic gradient, unbounded since the objective is
-    even in each scalar theta (the Hessian by differences of the gradient at the start,
-    BFGS updates after), then ``lmer``'s Newton polish (projected Newton steps on the
-    Hessian by differences of the gradient, theta within 1e-6 of 0 put on 0 where that
-    costs rounding) and its boundary probes (a theta at 0 is tried at 1e-3 and 0.05 and
-    the fit restarted from a lower one).  Both end at the optimum itself, so the results
+    the responses split over the threads in fixed ranges: projected Newton from lmer's
+    start (theta = 1) on the analytic gradient and Hessian in phi = theta^2 >= 0 (the
+    variances, on which V depends linearly; eigenvalues in absolute value where the
+    Hessian is not positive definite, backtracking), ending with full Newton steps at the
+    precision floor as ``lmer``'s Newton polish does, then ``lmer``'s snap (theta within
+    1e-6 of 0 put on 0 where that costs rounding) and its boundary probes (a theta at 0
+    is tried at 1e-3 and 0.05 and the fit restarted from a lower one): about 12
+    evaluations per response.  Both end at the optimum itself, so the results
     equal ``lmer``'s (objective to 1e-10 relative, theta and beta to 1e-8).  A response
     on which this does not converge (a Newton decrement above 1e-3, a failed
     factorization) is refitted exactly as ``lmer`` fits it, as is every response of any

@@ -3,12 +3,12 @@
 For ``~ x + (1 | a) + (1 | b)`` the factorization objects spend most of an evaluation in
 Python (tens of microseconds) on a few hundred flops.  Here one call evaluates the
 objective and its gradient, and fit_compiled runs each response's whole optimization in
-C as well (ScalarCrossed.fit_range: a quasi-Newton descent, then lmer()'s Newton polish
-and boundary probes; see lmer_many's docstring), without the GIL, one fixed range of
-responses per thread.  A response it does not converge on goes the Python way:
-ScalarDeviance, the same function (to rounding) driven exactly as lmer() drives it (the
-same L-BFGS-B or BOBYQA choice, since `has_gradient` is taken from the factorization
-lmer() would use).  Either way each response ends at lmer()'s optimum.
+C as well (ScalarCrossed.fit_range: projected Newton on the analytic Hessian in
+phi = theta^2, then lmer()'s snap to 0 and boundary probes; see lmer_many's docstring),
+without the GIL, one fixed range of responses per thread.  A response it does not
+converge on goes the Python way: ScalarDeviance, the same function (to rounding) driven
+exactly as lmer() drives it (the same L-BFGS-B or BOBYQA choice, since `has_gradient` is
+taken from the factorization lmer() would use).  Either way each response ends at lmer()'s optimum.
 """
 
 from __future__ import annotations
