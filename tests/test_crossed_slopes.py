@@ -128,3 +128,55 @@ def test_a_false_optimum_of_the_cholesky_parametrization_is_left():
     start = leave_singular(np.array([1.0, 0.5, 0.2, 0.1, 0.0, 0.3, 0.2, 1.0, 0.1, 1.0]), [4])
     assert start is not None and np.all(start[[0, 4, 7, 9]] > 0)
     assert leave_singular(np.array([1.0, 0.5, 0.2, 0.1, 0.4, 0.3, 0.2, 1.0, 0.1, 1.0]), [4]) is None
+
+
+def _toy(c: float):
+    """phi(Sigma) = |Sigma - S0|^2 + c v'Sigma v on one 2 x 2 term, S0 of rank 1 with null
+    vector v: at Sigma = S0 the gradient in Sigma is G = c v v' (optimal iff c > 0)."""
+    S0 = np.array([[1.0, 1.0], [1.0, 1.0]])
+    v = np.array([1.0, -1.0]) / np.sqrt(2)
+
+    def fg(theta):
+        T = np.array([[theta[0], 0.0], [theta[1], theta[2]]])
+        S = T @ T.T
+        G = 2 * (S - S0) + c * np.outer(v, v)
+        D = 2 * G @ T
+        return float(np.sum((S - S0) ** 2) + c * v @ S @ v), np.array([D[0, 0], D[1, 0], D[1, 1]])
+
+    return fg, np.array([1.0, 1.0, 0.0])
+
+
+def test_the_gradient_in_sigma_is_recovered_from_the_gradient_in_theta():
+    from lmmfast._optimize import sigma_gradient
+
+    rng = np.random.default_rng(1)
+    T = np.tril(rng.normal(size=(3, 3))) + 3 * np.eye(3)
+    A = rng.normal(size=(3, 3))
+    A = A + A.T  # phi(Sigma) = tr(A Sigma) + tr(Sigma^2): G = A + 2 Sigma
+    idx = [(i, j) for j in range(3) for i in range(j, 3)]
+
+    def phi(t):
+        M = np.zeros((3, 3))
+        for (i, j), x in zip(idx, t):
+            M[i, j] = x
+        S = M @ M.T
+        return np.trace(A @ S) + np.trace(S @ S)
+
+    t0 = np.array([T[i, j] for i, j in idx])
+    h = 1e-6
+    g = np.array([(phi(t0 + h * e) - phi(t0 - h * e)) / (2 * h) for e in np.eye(len(t0))])
+    np.testing.assert_allclose(sigma_gradient(T, g), A + 2 * T @ T.T, rtol=1e-6, atol=1e-6)
+
+
+def test_the_first_order_test_in_sigma_proves_only_true_optima():
+    # a stop at T[1, 1] = 0: optimal in Sigma when more variance along the null vector
+    # raises phi (c > 0), not when it lowers it (c < 0): then the descent must run
+    from lmmfast._optimize import optimal_in_sigma
+
+    for c, expected in ((1.0, True), (-1.0, False), (0.0, False)):
+        fg, theta = _toy(c)
+        proved, evaluations = optimal_in_sigma(fg, theta, [2], fg(theta)[0])
+        assert proved is expected and evaluations == 1
+    fg, theta = _toy(1.0)
+    off = theta + np.array([0.0, 0.1, 0.0])  # not stationary on Sigma's range: not proved
+    assert not optimal_in_sigma(fg, off, [2], fg(off)[0])[0]
