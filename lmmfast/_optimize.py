@@ -328,7 +328,7 @@ def minimize_theta(
         return opt
 
     def fit():
-        opt = _restarts(run, theta0, qs, fg)
+        opt = with_restarts(run, theta0, qs, fg)
         doubtful = opt.converged and check(opt)
         if doubtful and optimizer == "auto" and opt.optimizer == "L-BFGS-B":
             # L-BFGS-B can stop on a stalled line search with the slope still large (seen
@@ -356,7 +356,7 @@ def _one_blas_thread():
     return get_controller().limit(limits=1, user_api="blas")  # one scan per process
 
 
-def _restarts(run, theta0, qs, fg=None) -> OptSummary:
+def with_restarts(run, theta0, qs, fg=None) -> OptSummary:
     """run(start) from theta0, then from leave_singular() while that improves; then, at a
     rank-deficient vector term, from the covariance with the degenerate effect's sign
     flipped (flipped_starts), keeping the best end point."""

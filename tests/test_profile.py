@@ -174,6 +174,8 @@ def _design(seed, q, sd, cor, weighted, ngroups):
 @example(seed=0, q=2, sd=0.0, cor=-1.0, weighted=False, ngroups=6)  # singular: sd 0, cor free
 @example(seed=296, q=2, sd=1.5, cor=0.0, weighted=True, ngroups=6)  # cor -1 at the optimum,
 # +1 at the lower limit of x's coefficient
+@example(seed=455, q=2, sd=0.0, cor=-1.0, weighted=False, ngroups=7)  # cor +1 at the
+# optimum; at the intercept's upper limit the optimum is in the sign-flipped basin
 @given(
     seed=st.integers(0, 10_000),
     q=st.sampled_from([1, 2]),

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from .._optimize import OptSummary, with_restarts
 from .._pls import ProfiledDeviance
 from .._sources.crossprod import CrossProducts
 from .intervals import _check_level, parameters
@@ -256,6 +257,7 @@ class _FixedProfile(_Continuation):
         super().__init__(float(fit.beta[j]), fit.theta.copy(), base, away)
         self.dev, self.fit, self.j = dev, fit, j
         self.lower = lower
+        self.qs = [t.q for t in dev.terms]
 
     def minimize(self, b: float, start: np.ndarray) -> tuple[float, np.ndarray]:
         cp = _fix_column(self.dev.cp, self.j, b)
@@ -265,18 +267,29 @@ class _FixedProfile(_Continuation):
         else:
             dev_b = ProfiledDeviance(cp, self.dev.terms, self.dev.n, False, self.dev.ldW,
                                      like=self.dev.factor)  # fmt: skip
-        o = nlopt.opt(nlopt.LN_BOBYQA, len(start))
-        o.set_lower_bounds(self.lower)
-        o.set_min_objective(lambda th, grad: dev_b(th))
-        o.set_xtol_abs(1e-10)
-        o.set_maxeval(5000)
-        o.set_initial_step(np.maximum(0.1 * np.abs(start), 0.05))
-        x_start = np.maximum(start, self.lower)
-        try:
-            th = o.optimize(x_start)
-            return o.last_optimum_value(), th
-        except (nlopt.RoundoffLimited, RuntimeError, ValueError):
-            return dev_b(x_start), x_start
+
+        def run(x_start):
+            o = nlopt.opt(nlopt.LN_BOBYQA, len(x_start))
+            o.set_lower_bounds(self.lower)
+            o.set_min_objective(lambda th, grad: dev_b(th))
+            o.set_xtol_abs(1e-10)
+            o.set_maxeval(5000)
+            o.set_initial_step(np.maximum(0.1 * np.abs(x_start), 0.05))
+            x_start = np.maximum(x_start, self.lower)
+            try:
+                th = o.optimize(x_start)
+                val = o.last_optimum_value()
+            except (nlopt.RoundoffLimited, RuntimeError, ValueError):
+                th, val = x_start, dev_b(x_start)
+            return OptSummary("LN_BOBYQA", x_start, self.lower, theta=th, fmin=val,
+                              converged=True)  # fmt: skip
+
+        # with beta_j fixed the optimum can lie in another basin than the fit's: at a
+        # singular fit (a correlation of +-1) the sign-flipped one, or past a false
+        # boundary optimum of the Cholesky factor; the fit's restarts reach both (a
+        # singular x + (x | g) fit's upper limit for the intercept was 0.3 too close)
+        opt = with_restarts(run, start, self.qs)
+        return opt.fmin, opt.theta
 
 
 def _fix_column(cp: CrossProducts, j: int, b: float) -> CrossProducts:
