@@ -34,9 +34,10 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from threadpoolctl import threadpool_limits
 
-from . import _assemble_many, _many_scalar
+from . import _assemble_many, _many_blocked, _many_scalar
 from ._errors import ArgumentError, DataError, LMMError
 from ._lmer import OPTIMIZERS, RankDeficiencyWarning, _check_term_columns, _optimize
+from ._many_blocked import BlockedDeviance
 from ._many_result import ManyFits, ResponseDesign
 from ._many_scalar import ScalarDesign, ScalarDeviance
 from ._optimize import DECREMENT_TOL
@@ -194,6 +195,7 @@ class _Context:
     optimizer: str
     scalar: ScalarDesign | None = None  # the compiled objective, where it applies
     has_gradient: bool = False  # as the factorization lmer() would choose
+    blocked: bool = False  # one term on one factor: the compiled blocked objective
 
     def cross_products(self, g: int) -> CrossProducts:
         """Response g's blocks of [Z X y]'W[Z X y], as lmer() builds them."""
@@ -257,6 +259,9 @@ def _fit_group(frame, Y, cols, REML, optimizer, threads, out: _Results) -> Respo
         if probe.has_gradient and optimizer != "bobyqa":
             ctx.scalar = _many_scalar.ScalarDesign(cp, frame.terms)
             ctx.has_gradient = True
+    elif optimizer != "bobyqa":  # lmer() optimizes by the gradient: its path, this objective
+        probe = ProfiledDeviance(ctx.cross_products(0), frame.terms, frame.n, REML, ctx.ldW)
+        ctx.blocked = _many_blocked.applies(probe)
     constant = np.ptp(raw, axis=0) == 0 if len(raw) else np.ones(Y.shape[1], bool)
     G = Y.shape[1]
     nchunks = min(threads, G)
@@ -269,6 +274,8 @@ def _fit_group(frame, Y, cols, REML, optimizer, threads, out: _Results) -> Respo
     def work(lo_hi):
         # per thread: CHOLMOD's factor object and the kernel's work arrays are not shared
         like = ctx.scalar.kernel(len(keep) + 1) if ctx.scalar is not None else None
+        if ctx.blocked:
+            like = _many_blocked.kernel(ctx.D[0], len(keep) + 1)
         for g in range(*lo_hi):
             if todo[g]:
                 like = _fit_response(ctx, g, cols[g], constant[g], like, out)
@@ -298,9 +305,13 @@ def _fit_response(ctx: _Context, g: int, at: int, constant: bool, like, out: _Re
         if ctx.scalar is not None:
             dev = ScalarDeviance(like, cp, frame.terms, frame.n, ctx.reml, ctx.ldW,
                                  ctx.has_gradient)  # fmt: skip
+        elif ctx.blocked:
+            dev = BlockedDeviance(like, cp, frame.terms, frame.n, ctx.reml, ctx.ldW)
         else:
             dev = ProfiledDeviance(cp, frame.terms, frame.n, ctx.reml, ctx.ldW, like=like)
         opt = _optimize(dev, frame.terms, cp, frame.n, ctx.optimizer, warn=False)
+        if ctx.blocked:  # the estimates at the optimum as lmer() and fits[name] compute them
+            dev = ProfiledDeviance(cp, frame.terms, frame.n, ctx.reml, ctx.ldW)
         dec = dev.decompose(opt.theta)
     except (LMMError, FloatingPointError, np.linalg.LinAlgError) as e:
         out.errors[at] = str(e)
@@ -315,7 +326,7 @@ def _fit_response(ctx: _Context, g: int, at: int, constant: bool, like, out: _Re
     lower = np.concatenate([t.theta_lower() for t in frame.terms])
     out.singular[at] = bool(np.any(opt.theta[lower == 0] < SINGULAR_TOL))
     out.opt[at] = opt
-    return like if ctx.scalar is not None else dev.factor
+    return like if ctx.scalar is not None or ctx.blocked else dev.factor
 
 
 def _response_blocks(rows: RowData, frame: ModelFrame, Y: np.ndarray, threads: int):
