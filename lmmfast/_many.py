@@ -10,7 +10,9 @@ columns): the whole fit of each response runs in C without the GIL
 (_many_scalar.fit_compiled: Newton on the analytic Hessian, then lmer()'s snap to 0 and
 boundary probes, so it ends at lmer()'s optimum, to 1e-8 in theta); a response
 it does not converge on, and every other model, is optimized exactly as lmer() does it
-(the same objective, the same optimizer path).
+(the same objective, the same optimizer path); for one term on one grouping factor
+(x + (1 + x | g)) that objective and its gradient are one compiled call each
+(_many_blocked.py), the final estimates lmer()'s own decomposition at the optimum.
 
 Missing values in Y: the rows where a response is missing are dropped for that response
 only.  Responses with the same pattern of missing rows share one design (its own frame
@@ -98,7 +100,9 @@ def lmer_many(
     equal ``lmer``'s (objective to 1e-10 relative, theta and beta to 1e-8).  A response
     on which this does not converge (a Newton decrement above 1e-3, a failed
     factorization) is refitted exactly as ``lmer`` fits it, as is every response of any
-    other model (L-BFGS-B or BOBYQA with ``lmer``'s checks).  ``fits[name].optsummary``
+    other model (L-BFGS-B or BOBYQA with ``lmer``'s checks; for one term on one grouping
+    factor, such as ``(1 + time | subject)``, with the gradient, each evaluation of the
+    objective and gradient is one compiled call).  ``fits[name].optsummary``
     says which ("newton (compiled)" or lmer's optimizer).
 
     Returns

@@ -8,11 +8,13 @@ and the gradient as src/_blockdiag.pyx's (sum_j 2 M_j^{-1}T'B_j - 2 scale u_j s_
 - 2 [reml] T'H_j P H_j', P = (R_X'R_X)^{-1}), the theta at T[a, b] reading F[b, a].
 """
 
+cimport cython
 from libc.math cimport log, sqrt
 
 import numpy as np
 
 
+@cython.final
 cdef class BlockedKernel:
     """One thread's work arrays; set_response, then evaluate at self.theta."""
 
