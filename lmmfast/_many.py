@@ -10,7 +10,9 @@ columns): the whole fit of each response runs in C without the GIL
 (_many_scalar.fit_compiled: Newton on the analytic Hessian, then lmer()'s snap to 0 and
 boundary probes, so it ends at lmer()'s optimum, to 1e-8 in theta); a response
 it does not converge on, and every other model, is optimized exactly as lmer() does it
-(the same objective, the same optimizer path).
+(the same objective, the same optimizer path); for one term on one grouping factor
+(x + (1 + x | g)) that objective and its gradient are one compiled call each
+(_many_blocked.py), the final estimates lmer()'s own decomposition at the optimum.
 
 Missing values in Y: the rows where a response is missing are dropped for that response
 only.  Responses with the same pattern of missing rows share one design (its own frame
@@ -34,9 +36,10 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from threadpoolctl import threadpool_limits
 
-from . import _assemble_many, _many_scalar
+from . import _assemble_many, _many_blocked, _many_scalar
 from ._errors import ArgumentError, DataError, LMMError
 from ._lmer import OPTIMIZERS, RankDeficiencyWarning, _check_term_columns, _optimize
+from ._many_blocked import BlockedDeviance
 from ._many_result import ManyFits, ResponseDesign
 from ._many_scalar import ScalarDesign, ScalarDeviance
 from ._optimize import DECREMENT_TOL
@@ -97,7 +100,9 @@ def lmer_many(
     equal ``lmer``'s (objective to 1e-10 relative, theta and beta to 1e-8).  A response
     on which this does not converge (a Newton decrement above 1e-3, a failed
     factorization) is refitted exactly as ``lmer`` fits it, as is every response of any
-    other model (L-BFGS-B or BOBYQA with ``lmer``'s checks).  ``fits[name].optsummary``
+    other model (L-BFGS-B or BOBYQA with ``lmer``'s checks; for one term on one grouping
+    factor, such as ``(1 + time | subject)``, with the gradient, each evaluation of the
+    objective and gradient is one compiled call).  ``fits[name].optsummary``
     says which ("newton (compiled)" or lmer's optimizer).
 
     Returns
@@ -194,6 +199,7 @@ class _Context:
     optimizer: str
     scalar: ScalarDesign | None = None  # the compiled objective, where it applies
     has_gradient: bool = False  # as the factorization lmer() would choose
+    blocked: bool = False  # one term on one factor: the compiled blocked objective
 
     def cross_products(self, g: int) -> CrossProducts:
         """Response g's blocks of [Z X y]'W[Z X y], as lmer() builds them."""
@@ -257,6 +263,9 @@ def _fit_group(frame, Y, cols, REML, optimizer, threads, out: _Results) -> Respo
         if probe.has_gradient and optimizer != "bobyqa":
             ctx.scalar = _many_scalar.ScalarDesign(cp, frame.terms)
             ctx.has_gradient = True
+    elif optimizer != "bobyqa":  # lmer() optimizes by the gradient: its path, this objective
+        probe = ProfiledDeviance(ctx.cross_products(0), frame.terms, frame.n, REML, ctx.ldW)
+        ctx.blocked = _many_blocked.applies(probe)
     constant = np.ptp(raw, axis=0) == 0 if len(raw) else np.ones(Y.shape[1], bool)
     G = Y.shape[1]
     nchunks = min(threads, G)
@@ -269,6 +278,8 @@ def _fit_group(frame, Y, cols, REML, optimizer, threads, out: _Results) -> Respo
     def work(lo_hi):
         # per thread: CHOLMOD's factor object and the kernel's work arrays are not shared
         like = ctx.scalar.kernel(len(keep) + 1) if ctx.scalar is not None else None
+        if ctx.blocked:
+            like = _many_blocked.kernel(ctx.D[0], len(keep) + 1)
         for g in range(*lo_hi):
             if todo[g]:
                 like = _fit_response(ctx, g, cols[g], constant[g], like, out)
@@ -298,9 +309,13 @@ def _fit_response(ctx: _Context, g: int, at: int, constant: bool, like, out: _Re
         if ctx.scalar is not None:
             dev = ScalarDeviance(like, cp, frame.terms, frame.n, ctx.reml, ctx.ldW,
                                  ctx.has_gradient)  # fmt: skip
+        elif ctx.blocked:
+            dev = BlockedDeviance(like, cp, frame.terms, frame.n, ctx.reml, ctx.ldW)
         else:
             dev = ProfiledDeviance(cp, frame.terms, frame.n, ctx.reml, ctx.ldW, like=like)
         opt = _optimize(dev, frame.terms, cp, frame.n, ctx.optimizer, warn=False)
+        if ctx.blocked:  # the estimates at the optimum as lmer() and fits[name] compute them
+            dev = ProfiledDeviance(cp, frame.terms, frame.n, ctx.reml, ctx.ldW)
         dec = dev.decompose(opt.theta)
     except (LMMError, FloatingPointError, np.linalg.LinAlgError) as e:
         out.errors[at] = str(e)
@@ -315,7 +330,7 @@ def _fit_response(ctx: _Context, g: int, at: int, constant: bool, like, out: _Re
     lower = np.concatenate([t.theta_lower() for t in frame.terms])
     out.singular[at] = bool(np.any(opt.theta[lower == 0] < SINGULAR_TOL))
     out.opt[at] = opt
-    return like if ctx.scalar is not None else dev.factor
+    return like if ctx.scalar is not None or ctx.blocked else dev.factor
 
 
 def _response_blocks(rows: RowData, frame: ModelFrame, Y: np.ndarray, threads: int):
