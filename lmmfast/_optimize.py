@@ -124,15 +124,21 @@ def lbfgs(
     best = {"f": np.inf, "x": s.theta0.copy()}
     scale = [1.0]
 
+    first = {}  # fg at theta0, taken for the scale: L-BFGS-B's first call is the same point
+
     def objective(x):
-        s.feval += 1
-        f, g = fg(x)
+        if first and np.array_equal(x, s.theta0):
+            f, g = first.pop("fg")
+        else:
+            s.feval += 1
+            f, g = fg(x)
         if f < best["f"]:
             best["f"], best["x"] = f, x.copy()
         return f / scale[0], np.asarray(g) / scale[0]
 
-    f0, _ = fg(s.theta0)
+    f0, g0 = fg(s.theta0)
     s.feval += 1
+    first["fg"] = (f0, np.array(g0, dtype=float))
     scale[0] = max(abs(f0), 1.0)
     even = np.zeros(len(s.lower), bool) if even is None else np.asarray(even, bool)
     line = np.where(even, -np.inf, s.lower)
