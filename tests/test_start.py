@@ -9,6 +9,7 @@ import pytest
 import lmmfast
 from lmmfast._moments import scalar_moment_start
 from lmmfast._optimize import lbfgs, minimize_theta
+from lmmfast._polish import gradient_hessian
 
 
 def _crossed(seed=5, n=3000):
@@ -75,3 +76,23 @@ def test_lbfgs_counts_each_evaluation_once():
     assert s.feval == len(calls)
     assert not any(np.array_equal(a, b) for a, b in zip(calls, calls[1:]))  # no repeat
     np.testing.assert_allclose(s.theta, np.linalg.solve(A, np.ones(2)), atol=1e-6)
+
+
+def test_forward_gradient_hessian_against_the_exact_hessian():
+    """gradient_hessian's forward differences (the optimum check's) and central ones, of a
+    non-quadratic function with a known Hessian; forward ones at a bound either way."""
+    A = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, -0.2], [0.5, -0.2, 2.0]])
+
+    def fg(x):
+        return float(0.5 * x @ A @ x + np.sum(x**4)), A @ x + 4 * x**3
+
+    x = np.array([0.3, 0.0, 1.2])
+    exact = A + np.diag(12 * x**2)
+    g = fg(x)[1]
+    lower = np.array([-np.inf, 0.0, -np.inf])
+    Hf, kf = gradient_hessian(fg, x, g, lower, forward=True)
+    Hc, kc = gradient_hessian(fg, x, g, lower)
+    assert (kf, kc) == (3, 5)  # the bounded entry is forward in both
+    np.testing.assert_allclose(Hf, exact, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(Hc, exact, rtol=1e-7, atol=1e-5)
+    assert not np.allclose(Hf, Hc, rtol=1e-9, atol=0)  # forward really differs
