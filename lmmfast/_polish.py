@@ -5,7 +5,7 @@ L-BFGS-B stops on a relative change of the objective (ftol 1e-13), which leaves 
 to ~1e-7 from the optimum in flat directions; which iteration meets the test depends on
 the last bits of the objective, so two evaluations of the same function that differ by
 rounding (another factorization, another order of sums) can stop 1e-7 apart.  From
-there one Newton step on the analytic gradient (Hessian by central differences of the
+there one Newton step on the analytic gradient (Hessian by differences of the
 gradient, computed once and reused by the next steps) lands within ~1e-12, so the
 answer no longer depends on the path: lmer() and lmer_many() (src/_scalar_crossed.pyx)
 give the same theta to 1e-10.
@@ -54,6 +54,8 @@ def newton_polish(fg, x: np.ndarray, lower: np.ndarray, at=None):
             step = np.linalg.solve(H, g[free])
         except np.linalg.LinAlgError:
             break
+        if np.max(np.abs(step)) <= STEP_TOL * max(1.0, float(np.max(np.abs(x)))):
+            break  # at the optimum to rounding: the step is not worth an evaluation
         xn = x.copy()
         xn[free] -= step
         xn = np.maximum(xn, lower)
@@ -77,9 +79,10 @@ def newton_polish(fg, x: np.ndarray, lower: np.ndarray, at=None):
     return x, f, nevals
 
 
-def gradient_hessian(fg, x, g, lower, free=None):
+def gradient_hessian(fg, x, g, lower, free=None, forward=False):
     """Central differences of the gradient fg(x)[1] over the free parameters (all where free
-    is None; forward differences where a central step would cross the bound), symmetrized.
+    is None; forward differences where a central step would cross the bound, or everywhere
+    if forward: k instead of 2k evaluations, H to ~1e-5 relative), symmetrized.
     Returns (H over the free parameters, evaluations)."""
     idx = np.arange(len(x)) if free is None else np.flatnonzero(free)
     H = np.zeros((len(idx), len(idx)))
@@ -90,7 +93,7 @@ def gradient_hessian(fg, x, g, lower, free=None):
         up[i] += h
         gp = np.asarray(fg(up)[1])
         k += 1
-        if x[i] - h >= lower[i]:
+        if not forward and x[i] - h >= lower[i]:
             dn = x.copy()
             dn[i] -= h
             H[:, c] = (gp - np.asarray(fg(dn)[1]))[idx] / (2 * h)

@@ -180,7 +180,6 @@ class KrylovFactor:
         self.unit = bool(np.all(self.N.data == 1.0))
         self.perm, self.indptr, self.indices, self.data = _by_count(self.N)
         self.nthreads = min(2 if self.N.nnz >= PARALLEL_NNZ else 1, os.cpu_count() or 1)
-        self._ols = _ols(cp.XtXy, float(self.d1.sum()))
         self.Ucen = _orthogonalizer(cp.XtXy)  # [X y] K has orthogonal columns, K = Ucen^{-1}
         self.nprobes, self.seed = nprobes, seed
         self.Z = _rademacher(self.m, nprobes, seed)
@@ -521,22 +520,6 @@ class KrylovFactor:
         return [p[:, None, None] for p in parts]
 
     # ----- start and report ---------------------------------------------------------------
-    def moment_start(self) -> np.ndarray:
-        """theta from moment estimates: OLS residual variance, and per term the excess
-        variance of the level sums of the OLS residuals."""
-        n = float(self.d1.sum())
-        b_ols, T = self._ols
-        out = []
-        for k in range(len(self.terms)):
-            d = self.d1 if k == 0 else self.d2[self.off[k - 1] : self.off[k]]
-            g = self.g1 if k == 0 else self.g2[self.off[k - 1] : self.off[k]]
-            e = g[:, -1] - g[:, :-1] @ b_ols
-            B = float(np.sum(e * e / np.maximum(d, 1e-300)))
-            lk = len(d)
-            out.append(max((B - lk * T) / max(n - lk, 1.0), 0.0))
-        se2 = max(T - sum(out), 0.1 * T)
-        return np.clip(np.sqrt(np.array(out) / se2), 0.05, 20.0)
-
     def set_probes(self, seed: int, nprobes: int | None = None) -> None:
         """Use nprobes (default: as now) fresh Rademacher probes from seed."""
         self.seed = seed
@@ -583,13 +566,6 @@ def _by_count(N: sp.csr_matrix):
     rank = np.empty(N.shape[1], dtype=np.int32)
     rank[perm] = np.arange(N.shape[1], dtype=np.int32)
     return perm, N.indptr.astype(np.int64), rank[N.indices], N.data
-
-
-def _ols(XtXy: np.ndarray, n: float):
-    """OLS coefficients and residual variance from [X y]'W[X y]."""
-    XtX, Xty = XtXy[:-1, :-1], XtXy[:-1, -1]
-    b = np.linalg.lstsq(XtX, Xty, rcond=None)[0] if len(XtX) else np.zeros(0)
-    return b, max(float(XtXy[-1, -1] - Xty @ b) / n, 1e-300)
 
 
 def _orthogonalizer(XtXy: np.ndarray) -> np.ndarray:

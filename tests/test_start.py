@@ -1,0 +1,98 @@
+"""The optimizer's start for random intercepts (moment estimates, lmmfast/_moments.py) and
+its evaluation count: the start against a dense NumPy oracle, the optimum the same as from
+lme4's theta = 1, each evaluation counted once."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import lmmfast
+from lmmfast._moments import scalar_moment_start
+from lmmfast._optimize import lbfgs, minimize_theta
+from lmmfast._polish import gradient_hessian
+
+
+def _crossed(seed=5, n=3000):
+    rng = np.random.default_rng(seed)
+    u, v, w = rng.integers(0, 60, n), rng.integers(0, 40, n), rng.integers(0, 8, n)
+    x = rng.normal(size=n)
+    y = (1 + 0.5 * x + rng.normal(0, 0.8, 60)[u] + rng.normal(0, 0.4, 40)[v]
+         + rng.normal(0, 0.05, 8)[w] + rng.normal(size=n))  # fmt: skip
+    wt = rng.uniform(0.5, 2.0, n)
+    df = pd.DataFrame({"y": y, "x": x, "u": u.astype(str), "v": v.astype(str),
+                       "w": w.astype(str), "wt": wt})  # fmt: skip
+    return df, (u, v, w)
+
+
+def _oracle(df, groups, weights):
+    """The moment estimates from the rows: weighted OLS, level sums of the residuals."""
+    X = np.column_stack([np.ones(len(df)), df["x"]])
+    y = df["y"].to_numpy()
+    sw = np.sqrt(weights)
+    b = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+    r = y - X @ b
+    n = weights.sum()
+    T = np.sum(weights * r * r) / n
+    out = []
+    for g in groups:
+        e = np.bincount(g, weights * r)
+        d = np.bincount(g, weights)
+        out.append(max((np.sum(e * e / d) - len(d) * T) / (n - len(d)), 0.0))
+    se2 = max(T - sum(out), 0.1 * T)
+    return np.clip(np.sqrt(np.array(out) / se2), 0.05, 20.0)
+
+
+@pytest.mark.filterwarnings("ignore::lmmfast.SingularFitWarning")
+def test_moment_start_matches_a_dense_oracle():
+    df, groups = _crossed()
+    f = "y ~ x + (1|u) + (1|v) + (1|w)"
+    for weights in (None, "wt"):
+        fit = lmmfast.lmer(f, df, weights=weights)
+        w = np.ones(len(df)) if weights is None else df["wt"].to_numpy()
+        start = scalar_moment_start(fit._dev.cp)
+        np.testing.assert_allclose(start, _oracle(df, groups, w), rtol=1e-10)
+        np.testing.assert_allclose(fit.optsummary.theta0, start, rtol=1e-14)
+
+
+def test_the_moment_start_ends_at_the_optimum_from_theta_one():
+    df, _ = _crossed(seed=9)
+    fit = lmmfast.lmer("y ~ x + (1|u) + (1|v) + (1|w)", df, REML=False)
+    dev = fit._dev
+    ones, _ = minimize_theta(dev, dev.value_and_gradient, np.ones(3), np.zeros(3), [1, 1, 1])
+    assert fit.objective <= ones.fmin + 1e-10 * abs(ones.fmin)
+    np.testing.assert_allclose(fit.theta, ones.theta, atol=1e-6)
+    assert fit.optsummary.feval < ones.feval + 7  # + the optimum check and the polish
+
+
+def test_lbfgs_counts_each_evaluation_once():
+    calls = []
+    A = np.array([[3.0, 1.0], [1.0, 2.0]])
+
+    def fg(x):
+        calls.append(x.copy())
+        return float(0.5 * x @ A @ x - x.sum() + 10.0), A @ x - 1.0
+
+    s = lbfgs(fg, np.array([2.0, -1.0]), np.full(2, -np.inf))
+    assert s.feval == len(calls)
+    assert not any(np.array_equal(a, b) for a, b in zip(calls, calls[1:]))  # no repeat
+    np.testing.assert_allclose(s.theta, np.linalg.solve(A, np.ones(2)), atol=1e-6)
+
+
+def test_forward_gradient_hessian_against_the_exact_hessian():
+    """gradient_hessian's forward differences (the optimum check's) and central ones, of a
+    non-quadratic function with a known Hessian; forward ones at a bound either way."""
+    A = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, -0.2], [0.5, -0.2, 2.0]])
+
+    def fg(x):
+        return float(0.5 * x @ A @ x + np.sum(x**4)), A @ x + 4 * x**3
+
+    x = np.array([0.3, 0.0, 1.2])
+    exact = A + np.diag(12 * x**2)
+    g = fg(x)[1]
+    lower = np.array([-np.inf, 0.0, -np.inf])
+    Hf, kf = gradient_hessian(fg, x, g, lower, forward=True)
+    Hc, kc = gradient_hessian(fg, x, g, lower)
+    assert (kf, kc) == (3, 5)  # the bounded entry is forward in both
+    np.testing.assert_allclose(Hf, exact, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(Hc, exact, rtol=1e-7, atol=1e-5)
+    assert not np.allclose(Hf, Hc, rtol=1e-9, atol=0)  # forward really differs
