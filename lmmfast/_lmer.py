@@ -25,7 +25,7 @@ from ._factor import krylov_dask
 from ._factor.krylov import LBFGS_OPTIONS as KRYLOV_LBFGS
 from ._factor.krylov import check_optimum as krylov_check
 from ._factor.krylov import report as krylov_report
-from ._moments import scalar_moment_start
+from ._moments import MOMENT_START_MAX_P, scalar_moment_start
 from ._optimize import lbfgs, minimize_theta
 from ._pls import ProfiledDeviance
 from ._polish import ROUNDING, newton_polish
@@ -247,7 +247,8 @@ def _minimize(dev: ProfiledDeviance, control: Control):
     # coordinates; ordinary columns keep scale 1, so lme4's path is unchanged for them
     scale = _theta_scale(terms, cp, dev.n)
     krylov = dev.factorization == "krylov"
-    if krylov or all(list(t.cnames) == ["(Intercept)"] for t in terms):
+    intercepts = all(list(t.cnames) == ["(Intercept)"] for t in terms)
+    if krylov or (intercepts and cp.XtXy.shape[0] - 1 <= MOMENT_START_MAX_P):
         # random intercepts: start from moment estimates (_moments.py; InstEval 42 -> 21
         # evaluations); krylov: any scalar terms
         theta0 = scalar_moment_start(cp) / scale

@@ -15,6 +15,11 @@ import numpy as np
 
 from ._sources.crossprod import CrossProducts
 
+# the start's OLS is a dense solve in X'X: past this many fixed effects (a many-level fixed
+# factor) it costs more than the evaluations it saves (fixed_2000, p = 2,001: 4 s), and lmer
+# starts from lme4's theta = 1 instead
+MOMENT_START_MAX_P = 64
+
 
 def scalar_moment_start(cp: CrossProducts) -> np.ndarray:
     """theta0 for a model whose random terms are all scalar (q = 1), from its cross-products

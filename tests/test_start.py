@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import lmmfast
-from lmmfast._moments import scalar_moment_start
+from lmmfast._moments import MOMENT_START_MAX_P, scalar_moment_start
 from lmmfast._optimize import lbfgs, minimize_theta
 from lmmfast._polish import gradient_hessian
 
@@ -96,3 +96,19 @@ def test_forward_gradient_hessian_against_the_exact_hessian():
     np.testing.assert_allclose(Hf, exact, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(Hc, exact, rtol=1e-7, atol=1e-5)
     assert not np.allclose(Hf, Hc, rtol=1e-9, atol=0)  # forward really differs
+
+
+def test_a_wide_fixed_part_starts_from_lme4s_theta():
+    # the start's OLS is one dense solve in X'X: with a many-level fixed factor (p past
+    # MOMENT_START_MAX_P) it cost more than the fit (fixed_2000: 4 of 5.5 s), so lmer
+    # starts from theta = 1 there; below the limit from the moments
+    rng = np.random.default_rng(3)
+    n, levels = 4000, MOMENT_START_MAX_P + 10
+    g, h = rng.integers(0, levels, n).astype(str), rng.integers(0, 30, n).astype(str)
+    df = pd.DataFrame({"g": g, "h": h, "x": rng.normal(size=n)})
+    df["y"] = df.x + rng.normal(size=30)[df.h.astype(int)] + rng.normal(size=n)
+    wide = lmmfast.lmer("y ~ x + g + (1 | h)", df)
+    narrow = lmmfast.lmer("y ~ x + (1 | h)", df)
+    assert len(wide.fixef) > MOMENT_START_MAX_P
+    np.testing.assert_array_equal(wide.optsummary.theta0, [1.0])
+    assert narrow.optsummary.theta0[0] != 1.0
