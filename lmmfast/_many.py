@@ -34,9 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from threadpoolctl import threadpool_limits
 
-from . import _assemble_many, _many_blocked, _many_scalar
+from . import _assemble_many, _many_blocked, _many_scalar, _threads
 from ._errors import ArgumentError, DataError, LMMError
 from ._lmer import OPTIMIZERS, RankDeficiencyWarning, _check_term_columns, _optimize
 from ._many_blocked import BlockedDeviance
@@ -285,7 +284,7 @@ def _fit_group(frame, Y, cols, REML, optimizer, threads, out: _Results) -> Respo
                 like = _fit_response(ctx, g, cols[g], constant[g], like, out)
 
     # the matrices are small: BLAS's own threads only contend with the workers (10x slower)
-    with threadpool_limits(limits=1):
+    with _threads.limit(1):
         if nchunks == 1 or todo.sum() < 2 * nchunks:
             for b in bounds:
                 work(b)

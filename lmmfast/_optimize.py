@@ -28,8 +28,8 @@ import nlopt
 import numpy as np
 from scipy.optimize import minimize
 
+from . import _threads
 from ._polish import gradient_hessian
-from ._threads import get_controller
 
 _RESULTS = {
     nlopt.SUCCESS: "success",
@@ -359,7 +359,7 @@ def _one_blas_thread():
     """Every evaluation on one BLAS thread: the dense pieces are small, other threads only
     spin on a busy machine, and the optimizer's path (evaluations, result) then does not
     depend on the BLAS thread settings."""
-    return get_controller().limit(limits=1, user_api="blas")  # one scan per process
+    return _threads.limit(1, user_api="blas")
 
 
 def with_restarts(run, theta0, qs, fg=None) -> OptSummary:

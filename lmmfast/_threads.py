@@ -15,7 +15,9 @@ counts below.
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -26,6 +28,7 @@ PARALLEL_ROWS = 200_000  # one pass over the rows (src/_assemble.pyx): two threa
 PARALLEL_LEVELS = 20_000  # per-level factorization (src/_blockdiag.pyx): two threads from here
 
 _controller: ThreadpoolController | None = None
+_split: tuple | None = None  # (threadpoolctl's part, OpenBLAS pthreads (get, set) pairs)
 
 
 def cores() -> int:
@@ -61,8 +64,99 @@ def dense_order(terms, p: int) -> int:
 @contextmanager
 def fit_threads(terms, p: int):
     """Hold BLAS (and OpenMP's default) at blas_threads(dense_order(terms, p)) for a fit."""
-    with get_controller().limit(limits=blas_threads(dense_order(terms, p))):
+    with limit(blas_threads(dense_order(terms, p))):
         yield
+
+
+@contextmanager
+def limit(n: int, user_api: str | None = None):
+    """BLAS (user_api="blas") or BLAS and OpenMP at n threads in this block.
+
+    OpenMP's count, MKL's and BLIS's are set through threadpoolctl.  OpenBLAS with its own
+    pthreads pool has one count for the whole process, and threadpoolctl lets only the
+    first thread that set it change it: with fits in several Python threads, the first
+    fit's end restored the caller's count (one per CPU) under the fits still running,
+    which then ran their BLAS calls multi-threaded (against the rule above, and with
+    different rounding on some CPUs).  So lmmfast holds OpenBLAS itself (_OpenBLASHold):
+    one count while any of its blocks runs in any thread."""
+    rest, pools = _libraries()
+    with _HOLD.held(n, pools), rest.limit(limits=n, user_api=user_api):
+        yield
+
+
+class _OpenBLASHold:
+    """A process-wide OpenBLAS thread count held while any thread is inside held().
+
+    The first thread in saves the counts it finds and sets n; threads that come in while
+    it is held run at the held count; the last one out restores the saved counts.  A
+    nested block of the only thread inside sets its own n for its extent (the optimizer's
+    one thread inside a large fit's rule); with other threads inside, the count stays."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.inside = 0  # threads inside held()
+        self.count: int | None = None
+        self._saved: list[int] = []
+
+    @contextmanager
+    def held(self, n: int, pools):
+        depth = getattr(self._local, "depth", 0)
+        restore = None
+        with self._lock:
+            if self.inside == 0:
+                self._saved = [get() for get, _ in pools]
+                self._set(n, pools)
+            elif depth > 0 and self.inside == 1 and n != self.count:
+                restore = self.count
+                self._set(n, pools)
+            self.inside += depth == 0
+            self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._local.depth = depth
+                self.inside -= depth == 0
+                if self.inside == 0:
+                    for (_, put), k in zip(pools, self._saved):
+                        put(k)
+                    self.count = None
+                elif restore is not None and self.inside == 1:
+                    self._set(restore, pools)
+
+    def _set(self, n: int, pools) -> None:
+        for _, put in pools:
+            put(n)
+        self.count = n
+
+
+_HOLD = _OpenBLASHold()
+
+
+def _libraries():
+    """threadpoolctl's controller without the OpenBLAS pthreads pools, and those pools'
+    (get, set) functions; found once per process."""
+    global _split
+    if _split is None:
+        ctl = get_controller()
+        rest = ctl.select(
+            internal_api=["mkl", "blis", "flexiblas"], user_api="openmp", threading_layer="openmp"
+        )
+        pools = []
+        for lib in ctl.lib_controllers:
+            if lib.internal_api != "openblas" or lib in rest.lib_controllers:
+                continue
+            for pre, suf in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+                get = getattr(lib.dynlib, f"{pre}openblas_get_num_threads{suf}", None)
+                put = getattr(lib.dynlib, f"{pre}openblas_set_num_threads{suf}", None)
+                if get is not None and put is not None:
+                    pools.append((get, put))
+                    break
+            else:
+                rest.lib_controllers.append(lib)  # an unknown build: threadpoolctl's way
+        _split = (rest, pools)
+    return _split
 
 
 def get_controller() -> ThreadpoolController:

@@ -3,6 +3,8 @@ caller's thread settings."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -98,15 +100,61 @@ def test_evaluations_run_with_one_blas_thread(monkeypatch):
 def test_the_loaded_libraries_are_scanned_once_per_process(monkeypatch):
     # the scan (threadpoolctl's ThreadpoolController) costs ~35 ms: the fit's thread rule and
     # the optimizer's one-BLAS-thread limit share one controller
-    real = _threads.get_controller()
-    calls = []
+    made = []
 
-    class Recording:
-        def limit(self, **kw):
-            calls.append(kw)
-            return real.limit(**kw)
+    class Counting(_threads.ThreadpoolController):
+        def __init__(self):
+            made.append(1)
+            super().__init__()
 
-    monkeypatch.setattr(_threads, "_controller", Recording())
-    lmmfast.lmer("Reaction ~ Days + (Days | Subject)", lmmfast.datasets.load("sleepstudy"))
-    assert {"limits": 1} in calls  # the fit's rule (a small fit: one thread)
-    assert {"limits": 1, "user_api": "blas"} in calls  # the optimizer's
+    monkeypatch.setattr(_threads, "ThreadpoolController", Counting)
+    monkeypatch.setattr(_threads, "_controller", None)
+    monkeypatch.setattr(_threads, "_split", None)
+    for _ in range(2):
+        lmmfast.lmer("Reaction ~ Days + (Days | Subject)", lmmfast.datasets.load("sleepstudy"))
+    assert made == [1]
+
+
+def _openblas_counts():
+    return [i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"]
+
+
+def test_a_fit_in_another_thread_keeps_one_blas_thread_when_the_first_fit_ends():
+    """OpenBLAS has one thread count per process, and threadpoolctl lets only the first
+    thread that set it change it: the first fit's end used to restore the caller's count
+    under the fits still running in other threads.  Here fit A starts, B starts, A ends,
+    and B must still see one thread; after both the caller's count is back."""
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def fit_a():
+        with _threads.limit(1):
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def fit_b():
+        a_in.wait(10)
+        with _threads.limit(1):
+            b_in.set()
+            a_out.wait(10)
+            seen["b"] = _openblas_counts()
+
+    with threadpool_limits(2, user_api="blas"):
+        caller = _openblas_counts()
+        threads = [threading.Thread(target=fit_a), threading.Thread(target=fit_b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert a_out.is_set() and seen["b"] and set(seen["b"]) == {1}
+        assert _openblas_counts() == caller == [2] * len(caller)
+
+
+def test_a_nested_limit_of_the_only_fit_running_applies_and_is_undone():
+    with threadpool_limits(2, user_api="blas"):
+        with _threads.limit(2, user_api="blas"):
+            assert set(_openblas_counts()) == {2}
+            with _threads.limit(1, user_api="blas"):  # the optimizer inside a large fit
+                assert set(_openblas_counts()) == {1}
+            assert set(_openblas_counts()) == {2}
