@@ -63,9 +63,7 @@ def minimize_lbfgsb(fg, x0, lower: np.ndarray, upper: np.ndarray, **options) -> 
     low_bnd = np.where(has_lo, lower, 0.0)
     upper_bnd = np.where(has_hi, upper, 0.0)
 
-    last = x.copy()  # scipy evaluates at the start before the loop and memoizes the last point
-    fx, gx = _evaluate(fg, last)
-    nfev = 1
+    start = x.copy()
     f, g = np.array(0.0, dtype=np.float64), np.zeros(n, dtype=np.float64)
     wa = np.zeros(2 * m * n + 5 * n + 11 * m * m + 8 * m, np.float64)
     iwa = np.zeros(3 * n, dtype=np.int32)
@@ -82,8 +80,11 @@ def minimize_lbfgsb(fg, x0, lower: np.ndarray, upper: np.ndarray, **options) -> 
             if not first:
                 raise
             _state["usable"] = False  # another signature: scipy.optimize.minimize from now on
-            return None
-        first = False
+            return None  # before any evaluation, so that minimize's path is the same
+        if first:  # scipy evaluates at the start (before its loop) and memoizes the last point
+            first, last = False, start
+            fx, gx = _evaluate(fg, last)
+            nfev = 1
         if task[0] == _FG:
             if not np.array_equal(x, last):
                 last = x.copy()

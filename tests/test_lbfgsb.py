@@ -88,3 +88,25 @@ def test_sleepstudy_path_unchanged():
     assert fast.objective == slow.objective
     np.testing.assert_array_equal(fast.theta, slow.theta)
     assert fast.optsummary.feval == slow.optsummary.feval
+
+
+def test_another_setulb_signature_falls_back_before_any_evaluation(monkeypatch):
+    """A scipy whose setulb takes other arguments: None, with fg not called (so that
+    scipy.optimize.minimize's path and evaluation count are the same), and from then on."""
+    import lmmfast._lbfgsb as mod
+
+    class Other:
+        @staticmethod
+        def setulb(*args):
+            raise TypeError("setulb() takes 18 positional arguments")
+
+    monkeypatch.setattr(mod, "_lbfgsb", Other)
+    monkeypatch.setitem(mod._state, "usable", True)
+    f, seen = _recorded(_rosenbrock)
+    assert minimize_lbfgsb(f, np.ones(2), np.zeros(2), np.full(2, np.inf)) is None
+    assert seen == [] and mod._state["usable"] is False
+    df = lmmfast.datasets.load("sleepstudy")
+    fit = lmmfast.lmer("Reaction ~ Days + (Days | Subject)", df)  # through minimize
+    monkeypatch.undo()
+    again = lmmfast.lmer("Reaction ~ Days + (Days | Subject)", df)
+    assert fit.objective == again.objective and fit.optsummary.feval == again.optsummary.feval
