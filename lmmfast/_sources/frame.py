@@ -94,14 +94,7 @@ def build_frame(
                 "weights must be finite and positive; remove rows with zero weight and check "
                 "for negative or infinite values"
             )
-    off = np.zeros(n)
-    has_offset = o_arr is not None or bool(parsed.offsets)
-    if o_arr is not None:
-        off += o_arr[keep]
-    for expr in parsed.offsets:
-        off += evaluate_vector(expr, frame, "offset")
-    if not np.all(np.isfinite(off)):
-        raise DataError("the offset has infinite values; check the offset column or expression")
+    off = _offset(parsed, o_arr, keep, frame)
     terms = [_term(rt, frame, parsed.formula, columns) for rt in parsed.random]
     terms = lme4_order(terms)
     for t in terms:
@@ -117,12 +110,26 @@ def build_frame(
         Xcols=Xcols,
         xnames=xnames,
         weights=w_arr,
-        offset=off if has_offset else None,
+        offset=off,
         terms=terms,
         n_dropped=n_dropped,
         row_index=frame.index,
         fixed_spec=fixed_spec,
     )
+
+
+def _offset(parsed: ParsedFormula, o_arr, keep: np.ndarray, frame: pd.DataFrame):
+    """The offset= argument plus the formula's offset() terms on the rows kept; None if none."""
+    if o_arr is None and not parsed.offsets:
+        return None
+    off = np.zeros(len(frame))
+    if o_arr is not None:
+        off += o_arr[keep]
+    for expr in parsed.offsets:
+        off += evaluate_vector(expr, frame, "offset")
+    if not np.all(np.isfinite(off)):
+        raise DataError("the offset has infinite values; check the offset column or expression")
+    return off
 
 
 def lme4_order(terms: list[ReTerm]) -> list[ReTerm]:
