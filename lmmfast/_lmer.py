@@ -260,6 +260,9 @@ def _minimize(dev: ProfiledDeviance, control: Control):
         v, g = dev.value_and_gradient(eta * scale)
         return v, g * scale
 
+    if np.all(scale == 1.0):  # the common case: eta is theta (x * 1.0 is x, bit for bit);
+        f, fg = dev, dev.value_and_gradient  # its gradient is a new array at every call, too
+
     verbose = bool(control.verbose)
     f_traced, fg_traced = traced(f, verbose, scale), traced(fg, verbose, scale)
     opt, doubtful = minimize_theta(

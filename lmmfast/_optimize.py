@@ -29,6 +29,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from . import _threads
+from ._lbfgsb import minimize_lbfgsb
 from ._polish import gradient_hessian
 
 _RESULTS = {
@@ -142,15 +143,11 @@ def lbfgs(
     scale[0] = max(abs(f0), 1.0)
     even = np.zeros(len(s.lower), bool) if even is None else np.asarray(even, bool)
     line = np.where(even, -np.inf, s.lower)
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in line]
+    options = {"ftol": 1e-13, "gtol": 1e-8, "maxiter": 1000, "maxfun": s.maxeval, **options}
     start = s.theta0.copy()
     try:
         for _ in range(4):  # a start, and up to 3 restarts away from a false boundary stop
-            r = minimize(
-                objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 1000, "maxfun": s.maxeval,
-                         **options},
-            )  # fmt: skip
+            r = _lbfgsb(objective, start, line, options)
             s.message = str(r.message)
             # a line search that cannot improve at the precision floor is an optimum too
             pg = np.where((r.x <= line) & (r.jac > 0), 0.0, r.jac)
@@ -163,6 +160,18 @@ def lbfgs(
         s.message, s.converged = f"optimizer failed: {e}", False
     s.theta, s.fmin = np.where(even, np.abs(best["x"]), best["x"]), best["f"]
     return s
+
+
+def _lbfgsb(objective, start: np.ndarray, line: np.ndarray, options: dict):
+    """scipy's L-BFGS-B on objective(x) -> (f, g) over x >= line: its own loop around
+    setulb (_lbfgsb.py: the same iterates without scipy's wrappers), or
+    scipy.optimize.minimize where that loop cannot drive this scipy."""
+    r = minimize_lbfgsb(objective, start, line, np.full(len(line), np.inf), **options)
+    if r is None:
+        bounds = [(lo if np.isfinite(lo) else None, None) for lo in line]
+        r = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                     options=options)  # fmt: skip
+    return r
 
 
 AT_ZERO = 1e-10  # a bounded theta this close to 0 is probed as at 0

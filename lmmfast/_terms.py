@@ -88,13 +88,14 @@ def _lower_ij(q: int):
     return [(j, i) for j in range(q) for i in range(j, q)]
 
 
-def encode_groups(data: pd.DataFrame, factors: tuple[str, ...]):
-    """Codes (int32 where levels fit), labels and R's level order of the interaction of columns."""
+def encode_groups(data, factors: tuple[str, ...]):
+    """Codes (int32 where levels fit), labels and R's level order of the interaction of columns
+    (data: a DataFrame, or its columns by name)."""
     parts = [_encode_column(data[f]) for f in factors]
     if len(parts) == 1:
         codes, labels, ranks = parts[0]
         return codes, labels, np.argsort(ranks, kind="stable")
-    key = np.zeros(len(data), dtype=np.int64)
+    key = np.zeros(len(parts[0][0]), dtype=np.int64)
     for codes, labels, _ in parts:
         key = key * len(labels) + codes
     codes, uniq = pd.factorize(key, sort=False)
@@ -125,7 +126,10 @@ def _encode_column(col: pd.Series):
         fast = _integer_codes(col.to_numpy())
         if fast is not None:
             return fast
-    codes, uniques = pd.factorize(col, sort=False)
+    if isinstance(col.dtype, np.dtype):
+        codes, uniques = pd.factorize(col, sort=False)
+    else:  # the extension array's own factorize (what pd.factorize calls), without the Index
+        codes, uniques = col.array.factorize()
     uniques = np.asarray(uniques)
     ranks = np.empty(len(uniques), dtype=np.int64)
     try:

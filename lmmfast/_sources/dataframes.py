@@ -33,7 +33,7 @@ _HINT = (
 def as_pandas(data) -> pd.DataFrame:
     """`data` as a pandas DataFrame, sharing the numeric buffers where it can."""
     if isinstance(data, pd.DataFrame):
-        if data.columns.duplicated().any():
+        if not data.columns.is_unique:  # cached on the (immutable) Index
             dup = data.columns[data.columns.duplicated()].unique().tolist()
             raise DataError(f"the data have duplicate column names {dup}; rename them")
         dtypes = list(zip(data.columns, data.dtypes))  # one call, not one column per name

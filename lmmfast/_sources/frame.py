@@ -56,9 +56,10 @@ def build_frame(
     contrasts: {factor: "treatment" | "sum" | "helmert" | "poly" | "SAS"} for the fixed part."""
     data = _as_frame(data)
     used = _used_columns(parsed, data, weights, offset)
+    columns = {name: data[name] for name in used}  # each looked up once (~10 us in pandas)
     keep = np.ones(len(data), dtype=bool)
-    for name in used:
-        _drop_missing(keep, data[name])
+    for col in columns.values():
+        _drop_missing(keep, col)
     w_arr = _vector_arg(weights, "weights", data)
     o_arr = _vector_arg(offset, "offset", data)
     for arr in (w_arr, o_arr):
@@ -72,9 +73,16 @@ def build_frame(
             f"no rows left: all {len(data)} rows have a missing value in "
             f"{', '.join(map(repr, used))}; check those columns"
         )
-    y = _response(parsed.response, frame)
+    if n_dropped:
+        columns = {name: frame[name] for name in used}
+    y = _response(parsed.response, frame, columns)
     Xcols, xnames, fixed_spec = _model_columns(
-        parsed.fixed, frame, parsed.formula, contrasts, sparse_from=SPARSE_COLUMNS
+        parsed.fixed,
+        frame,
+        parsed.formula,
+        contrasts,
+        sparse_from=SPARSE_COLUMNS,
+        columns=columns,
     )  # a wide fixed part is built sparse (design.py); random-effect columns stay dense
     if len(Xcols) >= SPARSE_COLUMNS and not isinstance(Xcols, SparseColumns):
         Xcols = _sparse_columns(Xcols)  # many columns: X'WX by sparse products
@@ -86,15 +94,8 @@ def build_frame(
                 "weights must be finite and positive; remove rows with zero weight and check "
                 "for negative or infinite values"
             )
-    off = np.zeros(n)
-    has_offset = o_arr is not None or bool(parsed.offsets)
-    if o_arr is not None:
-        off += o_arr[keep]
-    for expr in parsed.offsets:
-        off += evaluate_vector(expr, frame, "offset")
-    if not np.all(np.isfinite(off)):
-        raise DataError("the offset has infinite values; check the offset column or expression")
-    terms = [_term(rt, frame, parsed.formula) for rt in parsed.random]
+    off = _offset(parsed, o_arr, keep, frame)
+    terms = [_term(rt, frame, parsed.formula, columns) for rt in parsed.random]
     terms = lme4_order(terms)
     for t in terms:
         check_term(t, n)
@@ -109,7 +110,7 @@ def build_frame(
         Xcols=Xcols,
         xnames=xnames,
         weights=w_arr,
-        offset=off if has_offset else None,
+        offset=off,
         terms=terms,
         n_dropped=n_dropped,
         row_index=frame.index,
@@ -117,9 +118,25 @@ def build_frame(
     )
 
 
+def _offset(parsed: ParsedFormula, o_arr, keep: np.ndarray, frame: pd.DataFrame):
+    """The offset= argument plus the formula's offset() terms on the rows kept; None if none."""
+    if o_arr is None and not parsed.offsets:
+        return None
+    off = np.zeros(len(frame))
+    if o_arr is not None:
+        off += o_arr[keep]
+    for expr in parsed.offsets:
+        off += evaluate_vector(expr, frame, "offset")
+    if not np.all(np.isfinite(off)):
+        raise DataError("the offset has infinite values; check the offset column or expression")
+    return off
+
+
 def lme4_order(terms: list[ReTerm]) -> list[ReTerm]:
     """lme4's mkReTrms order: only if some term has more levels than the one before it,
     reorder by rev(order(nlevels)), i.e. decreasing levels with ties in reverse order."""
+    if len(terms) < 2:
+        return terms
     nl = np.array([t.nlevels for t in terms])
     if not np.any(np.diff(nl) > 0):
         return terms
@@ -134,7 +151,7 @@ def _drop_missing(keep: np.ndarray, col: pd.Series) -> None:
     if isinstance(dtype, np.dtype) and dtype.kind == "f":
         keep &= ~np.isnan(col.to_numpy())
         return
-    keep &= col.notna().to_numpy()
+    keep &= ~np.asarray(col.array.isna(), dtype=bool)  # the array's own test: no Series built
 
 
 def _as_frame(data) -> pd.DataFrame:
@@ -192,8 +209,9 @@ def _vector_arg(arg, what: str, data: pd.DataFrame) -> np.ndarray | None:
         raise DataError(f"{what} must be numeric") from None
 
 
-def _response(expr: str, frame: pd.DataFrame) -> np.ndarray:
-    col = frame[expr] if expr in frame.columns else None
+def _response(expr: str, frame: pd.DataFrame, columns=None) -> np.ndarray:
+    """columns: frame's columns already looked up, by name (build_frame's)."""
+    col = (frame if columns is None else columns).get(expr)
     if col is not None:
         if pd.api.types.is_bool_dtype(col.dtype):
             raise DataError(
@@ -213,25 +231,28 @@ def _response(expr: str, frame: pd.DataFrame) -> np.ndarray:
     return y
 
 
-def _term(rt, frame: pd.DataFrame, formula: str) -> ReTerm:
-    Zcols, cnames, spec = _model_columns(rt.expr, frame, formula)
-    codes, labels, order = encode_groups(frame, rt.factors)
+def _term(rt, frame: pd.DataFrame, formula: str, columns=None) -> ReTerm:
+    Zcols, cnames, spec = _model_columns(rt.expr, frame, formula, columns=columns)
+    codes, labels, order = encode_groups(frame if columns is None else columns, rt.factors)
     return ReTerm(rt.label, cnames, codes, labels, order, Zcols, spec, tuple(rt.factors))
 
 
 def _model_columns(
-    expr: str, frame: pd.DataFrame, formula: str, contrasts=None, sparse_from: int | None = None
-):
+    expr: str, frame: pd.DataFrame, formula: str, contrasts=None, sparse_from: int | None = None,
+    columns=None,
+):  # fmt: skip
     """The model columns of a formula's right-hand side: (columns, names, spec).
 
     A plain sum of numeric columns (with or without intercept, the common case) is read
     straight from the data, without copies; anything else is R's model.matrix (design.py).
+    columns: frame's columns already looked up, by name (build_frame's).
     """
     n = len(frame)
-    simple = _plain_columns(expr, frame) if not contrasts else None
+    source = frame if columns is None else columns
+    simple = _plain_columns(expr, source) if not contrasts else None
     if simple is not None:
         intercept, names = simple
-        cols = [frame[c].to_numpy(dtype=np.float64) for c in names]
+        cols = [source[c].to_numpy(dtype=np.float64) for c in names]
         _check_finite(cols, names)
         if intercept:
             cols.insert(0, np.broadcast_to(np.float64(1.0), (n,)))  # all ones, not allocated
@@ -277,8 +298,9 @@ def evaluate_columns(spec, data: pd.DataFrame) -> list[np.ndarray]:
     return [M[:, j] for j in range(M.shape[1])]
 
 
-def _plain_columns(expr: str, frame: pd.DataFrame):
-    """(intercept, column names) if expr is a sum of numeric columns and 0/1; else None."""
+def _plain_columns(expr: str, frame):
+    """(intercept, column names) if expr is a sum of numeric columns and 0/1; else None.
+    frame: a DataFrame, or its columns by name."""
     intercept, names = True, []
     for piece in (p.strip() for p in expr.split("+")):
         if piece in ("1",):
@@ -286,7 +308,7 @@ def _plain_columns(expr: str, frame: pd.DataFrame):
         if piece in ("0", "-1"):
             intercept = False
             continue
-        if piece not in frame.columns or not _NAME.match(piece):
+        if piece not in frame or not _NAME.match(piece):
             return None
         dtype = frame[piece].dtype
         if dtype.kind not in "iuf":  # bool, categorical, string: formulaic's coding
