@@ -86,21 +86,21 @@ def scalar_schur(
     const int64_t[::1] ptr,
     const int64_t[::1] row,
     const int64_t[::1] toff,
-    const int64_t[::1] ooff,
-    const double[::1] O,
+    const double[::1] Oe,
     const double[::1] Tflat,
     double t1,
     const double[:, :, ::1] L11,
     const double[:, :, ::1] c1,
-    double[::1] W,
     double[::1] We,
     int64_t[::1] cur,
     double[:, ::1] S,
     double[:, ::1] rhs,
     Py_ssize_t width,
 ):
-    """schur() when every term is a scalar random effect (intercepts): W_e = theta_u O_e
-    theta_1 / L11_j (at W[ooff[e]], and at We[e] in entry order), rhs -= L21 c1, and
+    """schur() when every term is a scalar random effect (intercepts): We[e] = W_e =
+    theta_u O_e theta_1 / L11_j, with O and W in entry order (Oe[e] = O[ooff[e]]: reading
+    them through ooff, which need not follow the entries, is a cache miss per entry on
+    large designs), rhs -= L21 c1, and
     S -= L21 L21' (lower half) in column panels of S `width` wide: each panel is one pass
     over the levels, whose entries f with row[f] in the panel (a level's entries are sorted
     by row; cur[j], nlev scratch, is where level j's entries of the panel start) subtract
@@ -114,8 +114,7 @@ def scalar_schur(
         for j in range(nlev):
             scale = t1 / L11[j, 0, 0]
             for e in range(ptr[j], ptr[j + 1]):
-                we = Tflat[toff[e]] * O[ooff[e]] * scale
-                W[ooff[e]] = we
+                we = Tflat[toff[e]] * Oe[e] * scale
                 We[e] = we
                 for c in range(p1):
                     rhs[row[e], c] = rhs[row[e], c] - we * c1[j, 0, c]
@@ -178,6 +177,26 @@ cdef void panels(
                     out[j, 0, 0] = out[j, 0, 0] + wf * (wf * S[rf, rf] + 2.0 * acc)
                 f = f + 1
             cur[j] = f
+
+
+def scalar_lt_times_first(
+    const int64_t[::1] ptr,
+    const int64_t[::1] row,
+    const double[::1] We,
+    const double[:, ::1] x2,
+    double[:, :, ::1] r1,
+):
+    """lt_times_first for scalar terms with W in entry order (We, from scalar_schur):
+    r1[j, 0, c] -= sum_e We[e] x2[row[e], c] over the entries e of level j."""
+    cdef Py_ssize_t nlev = r1.shape[0], k = r1.shape[2]
+    cdef Py_ssize_t j, e, c
+    cdef double w
+    with nogil:
+        for j in range(nlev):
+            for e in range(ptr[j], ptr[j + 1]):
+                w = We[e]
+                for c in range(k):
+                    r1[j, 0, c] -= w * x2[row[e], c]
 
 
 def lt_times_first(
