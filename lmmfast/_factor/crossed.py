@@ -25,7 +25,7 @@ from .gradient import GradientAssembly, add_pair_terms, diagonal_term
 MAX_DENSE = 4000  # above this many effects in the other terms, CHOLMOD's sparsity wins
 DENSE_FILL = 0.2  # L21 at least this full (and small): kept dense, S by one BLAS syrk
 DENSE_L21 = 2_000_000  # at most this many entries in a dense L21
-SCHUR_PANEL = 64  # columns of S per pass of the scalar Schur kernel (64 x m doubles in cache)
+SCHUR_PANEL = 64  # rows of S per pass of the scalar Schur kernel (64 x m doubles in cache)
 SCALAR_TRACE_MIN = 1e-3  # |theta_k| from which scalar terms' log|A| gradient uses diag(A^{-1})
 
 
@@ -144,8 +144,11 @@ class CrossedFactor:
             self.L11inv = np.empty((t1.nlevels, t1.q, t1.q))
             self._R = np.empty_like(self.L11inv)
         self.scalar = not self.dense and all(t.q == 1 for t in terms)
+        self._a22_at = self.a22_idx  # where A22's values go in S (C order)
         if self.scalar:  # O and W in entry order (W[ooff] only for the selected inverse)
             self._Oe = self.O[self.ooff]
+            # scalar_schur fills S's upper triangle (C order): A22's entries transposed
+            self._a22_at = (self.a22_idx % self.m) * self.m + self.a22_idx // self.m
             self._We = np.zeros(len(self.row))
             self._cur = np.zeros(t1.nlevels, dtype=np.int64)
         self._at = self._last = self._grad_at = None  # the last update's theta and result
@@ -206,7 +209,7 @@ class CrossedFactor:
         ld1 = float(self._ld1[0])
         S = self._S
         S.fill(0.0)
-        S.flat[self.a22_idx] = self._a22_values(Ts)
+        S.flat[self._a22_at] = self._a22_values(Ts)
         S.flat[self.diag_idx] += 1.0
         rhs = np.vstack([(T.T @ Z).reshape(-1, Z.shape[2]) for T, Z in zip(Ts[1:], self.ZXY2)])
         if self.dense:
@@ -224,13 +227,16 @@ class CrossedFactor:
                     self.L11, self.c1, self.W, S, rhs,
                 )  # fmt: skip
         # S's lower triangle (C order) is the upper one of S.T (Fortran order): LAPACK
-        # factors it in place, U'U = S with U = L22'
-        U, info = lapack.dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
+        # factors it in place, U'U = S with U = L22'; scalar terms: S's upper triangle,
+        # the lower one of S.T, L22 L22' = S there.  self._chol: (that factor, lower)
+        lower = int(self.scalar)
+        F, info = lapack.dpotrf(S.T, lower=lower, clean=0, overwrite_a=1)
         if info != 0:
             raise DataError("the random-effects system is not positive definite")
-        self.L22 = U.T
-        self.c2, _ = lapack.dtrtrs(U, rhs, lower=0, trans=1)  # L22^{-1} rhs
-        ldL2 = ld1 + 2.0 * np.sum(np.log(U.diagonal()))
+        self._chol = (F, lower)
+        self.L22 = F if lower else F.T
+        self.c2, _ = lapack.dtrtrs(F, rhs, lower=lower, trans=1 - lower)  # L22^{-1} rhs
+        ldL2 = ld1 + 2.0 * np.sum(np.log(F.diagonal()))
         C1 = np.where(self._lower, self._C1[0], self._C1[0].T)  # its lower half mirrored
         C = C1 + self.c2.T @ self.c2
         if at is not None:
@@ -268,7 +274,8 @@ class CrossedFactor:
     def back_solve(self, c1: np.ndarray, c2: np.ndarray) -> list[np.ndarray]:
         """L^{-T} [c1; c2] per term as (l, q, k): x2 = L22^{-T} c2, x1_j = L11_j^{-T}(c1_j -
         L21_j' x2); c1 is (n1, q1, k), c2 (m, k)."""
-        x2, _ = lapack.dtrtrs(self.L22.T, c2, lower=0)  # L22' x2 = c2 (L22' upper, Fortran)
+        F, lower = self._chol
+        x2, _ = lapack.dtrtrs(F, c2, lower=lower, trans=lower)  # L22' x2 = c2
         n1, q1 = self.L11.shape[:2]
         if self.dense:
             r1 = c1 - (self.F.T @ x2).reshape(n1, q1, -1)
@@ -296,10 +303,11 @@ class CrossedFactor:
         cp.pairs, (npair, q_t, q_u)."""
         if not self._planned:
             self._plan_selected_inverse()
-        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C) of S^{-1}
+        F, lower = self._chol
+        Zinv, info = lapack.dpotri(F, lower=lower)  # S^{-1} in the factor's triangle
         if info != 0:
             raise FloatingPointError("cannot invert the Schur complement")
-        Z22 = Zinv.T
+        Z22 = Zinv if lower else Zinv.T  # S^{-1} in its lower triangle
         Z22 = np.tril(Z22) + np.tril(Z22, -1).T
         Linv = self._L11inv()
         n1, q1 = Linv.shape[:2]
@@ -402,13 +410,13 @@ class CrossedFactor:
         d log|A| / d theta_k = 2 tr(A^{-1}(A - I) P_k) / theta_k
                              = 2 sum_{i in k} (1 - (A^{-1})_ii) / theta_k,
         and 0 at theta_k = 0 (A is even in theta_k).  The diagonal of A^{-1} is S^{-1}'s
-        below term 1 (dpotri, its lower triangle) and (1 + w_j'S^{-1} w_j) / L11_j^2 on
-        term 1 (_schur.scalar_condvar, which reads S^{-1}'s entries on the pairs of rows
-        that share a level of term 1, lower triangle only): no pair blocks and no full
+        below term 1 (dpotri) and (1 + w_j'S^{-1} w_j) / L11_j^2 on term 1
+        (_schur.scalar_condvar, which reads S^{-1}'s entries on the pairs of rows that share
+        a level of term 1, its upper triangle in C order only): no pair blocks and no full
         symmetric copy of S^{-1}.  The subtraction loses ~n_k eps / theta_k, hence
         SCALAR_TRACE_MIN (below it the selected inverse on the pattern is used).
         """
-        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C)
+        Zinv, info = lapack.dpotri(self._chol[0], lower=1)  # lower (Fortran) = upper (C)
         if info != 0:
             raise FloatingPointError("cannot invert the Schur complement")
         acc = np.zeros_like(self.L11)
