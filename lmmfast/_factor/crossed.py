@@ -25,8 +25,26 @@ from .gradient import GradientAssembly, add_pair_terms, diagonal_term
 MAX_DENSE = 4000  # above this many effects in the other terms, CHOLMOD's sparsity wins
 DENSE_FILL = 0.2  # L21 at least this full (and small): kept dense, S by one BLAS syrk
 DENSE_L21 = 2_000_000  # at most this many entries in a dense L21
-SCHUR_PANEL = 64  # columns of S per pass of the scalar Schur kernel (64 x m doubles in cache)
+SCHUR_PANEL = 64  # rows of S per pass of the scalar Schur kernel (64 x m doubles in cache)
 SCALAR_TRACE_MIN = 1e-3  # |theta_k| from which scalar terms' log|A| gradient uses diag(A^{-1})
+
+
+def _entry_order(j: np.ndarray, rows: np.ndarray, nlev: int, m: int) -> np.ndarray:
+    """The coupling entries' order by level j of term 1, then by row (the pairs are unique):
+    two stable radix sorts of 16-bit keys where they fit (1M entries: 45 ms; one sort of
+    the int64 key j m + row: 105 ms, lexsort 280 ms)."""
+    if nlev > 65536 or m > 65536:
+        return np.argsort(j * m + rows, kind="stable")
+    by_row = np.argsort(rows.astype(np.uint16), kind="stable")
+    return by_row[np.argsort(j[by_row].astype(np.uint16), kind="stable")]
+
+
+def _gathered(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """np.concatenate(parts)[order] as int64, without the gather where all are one value."""
+    first = parts[0][:1] if parts and len(parts[0]) else np.zeros(0, np.int64)
+    if len(first) and all(np.all(p == first[0]) for p in parts):
+        return np.full(len(order), first[0], dtype=np.int64)
+    return np.concatenate(parts)[order].astype(np.int64)
 
 
 class CrossedFactor:
@@ -79,7 +97,7 @@ class CrossedFactor:
         self.D = cp.D
         self.assembly = GradientAssembly(cp)
         j = np.concatenate(js) if js else np.zeros(0, np.int64)
-        order = np.lexsort((np.concatenate(rows), j))  # by level of term 1, then by row
+        order = _entry_order(j, np.concatenate(rows), t1.nlevels, self.m)
         sizes_e = np.concatenate([b.shape[1] * np.ones(len(b), np.int64) for b in blocks])
         flat = np.concatenate([b.ravel() for b in blocks]) if blocks else np.zeros(0)
         start = np.concatenate([[0], np.cumsum(sizes_e)[:-1]]).astype(np.int64)
@@ -92,14 +110,15 @@ class CrossedFactor:
                 start_e += len(pr.levels)
             else:
                 self._pair_entry.append(None)
-        self.j = j[order].astype(np.int64)
+        counts = np.bincount(j, minlength=t1.nlevels)
+        self.j = np.repeat(np.arange(t1.nlevels, dtype=np.int64), counts)  # = j[order]
         self.row = np.concatenate(rows)[order].astype(np.int64)
-        self.qe = np.concatenate(qes)[order].astype(np.int64)
-        self.toff = np.concatenate(toffs)[order].astype(np.int64)
+        self.qe = _gathered(qes, order)
+        self.toff = _gathered(toffs, order)
         self.ooff = start[order]
         self.O = flat
         self.ptr = np.zeros(t1.nlevels + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self.j, minlength=t1.nlevels), out=self.ptr[1:])
+        np.cumsum(counts, out=self.ptr[1:])
         self.W = np.zeros_like(flat)
         p1 = cp.XtXy.shape[0]
         self.L11 = np.zeros((t1.nlevels, t1.q, t1.q))
@@ -108,7 +127,7 @@ class CrossedFactor:
         self._ld1 = np.zeros(1)
         self._lower = np.tri(p1, dtype=bool)
         self.a22_idx = np.concatenate(self._a22_idx)
-        self.qvalues = np.unique(self.qe)  # the widths of the coupling blocks
+        self.qvalues = np.unique([terms[pr.u].q for pr in cp.pairs if pr.t == 0]).astype(np.int64)
         self.diag_idx = np.arange(self.m) * (self.m + 1)
         self._S = np.empty((self.m, self.m))  # the Schur complement, refilled per theta
         N1 = t1.nlevels * t1.q
@@ -125,19 +144,23 @@ class CrossedFactor:
             self.L11inv = np.empty((t1.nlevels, t1.q, t1.q))
             self._R = np.empty_like(self.L11inv)
         self.scalar = not self.dense and all(t.q == 1 for t in terms)
-        if self.scalar:  # scalar_schur's order of the entries by row of S, and W by entry
-            self._byrow = np.argsort(self.row, kind="stable").astype(np.int64)
-            self._rptr = np.zeros(self.m + 1, dtype=np.int64)
-            np.cumsum(np.bincount(self.row, minlength=self.m), out=self._rptr[1:])
+        self._a22_at = self.a22_idx  # where A22's values go in S (C order)
+        if self.scalar:  # O and W in entry order (W[ooff] only for the selected inverse)
+            self._Oe = self.O[self.ooff]
+            # scalar_schur fills S's upper triangle (C order): A22's entries transposed
+            self._a22_at = (self.a22_idx % self.m) * self.m + self.a22_idx // self.m
             self._We = np.zeros(len(self.row))
             self._cur = np.zeros(t1.nlevels, dtype=np.int64)
-            self._ce = np.zeros(len(self.row))
-        self._plan_selected_inverse()
+        self._at = self._last = self._grad_at = None  # the last update's theta and result
+        self._planned = False
+        if not self.scalar:  # the scalar gradient needs no selected inverse, unless theta ~ 0
+            self._plan_selected_inverse()
 
     def _plan_selected_inverse(self) -> None:
         """Index arrays of selected_inverse's gathers, once per design: the rows of S of
         each later term's levels, (l, q), and per pair where its blocks lie in Z21 (term 1
         with a later term) or in S^{-1} (two later terms)."""
+        self._planned = True
         q1 = self.terms[0].q
         self._rest_rows = [
             self.off[k] + np.arange(t.nlevels)[:, None] * t.q + np.arange(t.q)
@@ -177,12 +200,16 @@ class CrossedFactor:
         return np.concatenate(vals)
 
     def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        at = self._theta_key(Ts)
+        if at is not None and at == self._at:  # the factor is at Ts already (see _theta_key)
+            return self._last[0], self._last[1].copy()
+        self._at = None
         T1 = np.ascontiguousarray(Ts[0])
         _blockdiag.update(T1, self.D1, self.ZXY1, self.L11, self.c1, self._C1, self._ld1)
         ld1 = float(self._ld1[0])
         S = self._S
         S.fill(0.0)
-        S.flat[self.a22_idx] = self._a22_values(Ts)
+        S.flat[self._a22_at] = self._a22_values(Ts)
         S.flat[self.diag_idx] += 1.0
         rhs = np.vstack([(T.T @ Z).reshape(-1, Z.shape[2]) for T, Z in zip(Ts[1:], self.ZXY2)])
         if self.dense:
@@ -191,8 +218,8 @@ class CrossedFactor:
             Tflat = np.concatenate([np.ascontiguousarray(T).ravel() for T in Ts])
             if self.scalar:
                 _schur.scalar_schur(
-                    self.ptr, self.row, self.toff, self.ooff, self.O, Tflat, float(T1[0, 0]),
-                    self.L11, self.c1, self.W, self._We, self._cur, S, rhs, SCHUR_PANEL,
+                    self.ptr, self.row, self.toff, self._Oe, Tflat, float(T1[0, 0]),
+                    self.L11, self.c1, self._We, self._cur, S, rhs, SCHUR_PANEL,
                 )  # fmt: skip
             else:
                 _schur.schur(
@@ -200,15 +227,29 @@ class CrossedFactor:
                     self.L11, self.c1, self.W, S, rhs,
                 )  # fmt: skip
         # S's lower triangle (C order) is the upper one of S.T (Fortran order): LAPACK
-        # factors it in place, U'U = S with U = L22'
-        U, info = lapack.dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
+        # factors it in place, U'U = S with U = L22'; scalar terms: S's upper triangle,
+        # the lower one of S.T, L22 L22' = S there.  self._chol: (that factor, lower)
+        lower = int(self.scalar)
+        F, info = lapack.dpotrf(S.T, lower=lower, clean=0, overwrite_a=1)
         if info != 0:
             raise DataError("the random-effects system is not positive definite")
-        self.L22 = U.T
-        self.c2, _ = lapack.dtrtrs(U, rhs, lower=0, trans=1)  # L22^{-1} rhs
-        ldL2 = ld1 + 2.0 * np.sum(np.log(U.diagonal()))
+        self._chol = (F, lower)
+        self.L22 = F if lower else F.T
+        self.c2, _ = lapack.dtrtrs(F, rhs, lower=lower, trans=1 - lower)  # L22^{-1} rhs
+        ldL2 = ld1 + 2.0 * np.sum(np.log(F.diagonal()))
         C1 = np.where(self._lower, self._C1[0], self._C1[0].T)  # its lower half mirrored
-        return ldL2, C1 + self.c2.T @ self.c2
+        C = C1 + self.c2.T @ self.c2
+        if at is not None:
+            self._at, self._last, self._grad_at = at, (ldL2, C.copy()), None
+        return ldL2, C
+
+    def _theta_key(self, Ts: list[np.ndarray]) -> bytes | None:
+        """Scalar terms: theta's bytes, so that a repeated evaluation at the factor's theta
+        (the optimum check's at the optimizer's end point, the fit's final decomposition
+        after the polish) reuses the factor, its result and the gradient."""
+        if not self.scalar:
+            return None
+        return np.array([T[0, 0] for T in Ts], dtype=np.float64).tobytes()
 
     def _dense_schur(self, Ts: list[np.ndarray], S: np.ndarray, rhs: np.ndarray) -> None:
         """L21' = Lambda_1' Z_1'WZ_2 Lambda_2 with each level block times L11_j^{-1}, kept as
@@ -233,14 +274,18 @@ class CrossedFactor:
     def back_solve(self, c1: np.ndarray, c2: np.ndarray) -> list[np.ndarray]:
         """L^{-T} [c1; c2] per term as (l, q, k): x2 = L22^{-T} c2, x1_j = L11_j^{-T}(c1_j -
         L21_j' x2); c1 is (n1, q1, k), c2 (m, k)."""
-        x2, _ = lapack.dtrtrs(self.L22.T, c2, lower=0)  # L22' x2 = c2 (L22' upper, Fortran)
+        F, lower = self._chol
+        x2, _ = lapack.dtrtrs(F, c2, lower=lower, trans=lower)  # L22' x2 = c2
         n1, q1 = self.L11.shape[:2]
         if self.dense:
             r1 = c1 - (self.F.T @ x2).reshape(n1, q1, -1)
         else:
             r1 = np.array(c1, dtype=np.float64, order="C")
             x2 = np.ascontiguousarray(x2)
-            _schur.lt_times_first(self.ptr, self.row, self.qe, self.ooff, self.W, x2, r1)
+            if self.scalar:
+                _schur.scalar_lt_times_first(self.ptr, self.row, self._We, x2, r1)
+            else:
+                _schur.lt_times_first(self.ptr, self.row, self.qe, self.ooff, self.W, x2, r1)
         if q1 == 1:  # a scalar term 1: L11_j^{-T} is a division
             x1 = r1 / self.L11
         else:
@@ -256,10 +301,13 @@ class CrossedFactor:
         diagonal blocks L11_j^{-T} L11_j^{-1} - (sum_e Z21_e' L21_e) L11_j^{-1}.
         Returns the diagonal blocks per term, (l, q, q), and the blocks of every pair of
         cp.pairs, (npair, q_t, q_u)."""
-        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C) of S^{-1}
+        if not self._planned:
+            self._plan_selected_inverse()
+        F, lower = self._chol
+        Zinv, info = lapack.dpotri(F, lower=lower)  # S^{-1} in the factor's triangle
         if info != 0:
             raise FloatingPointError("cannot invert the Schur complement")
-        Z22 = Zinv.T
+        Z22 = Zinv if lower else Zinv.T  # S^{-1} in its lower triangle
         Z22 = np.tril(Z22) + np.tril(Z22, -1).T
         Linv = self._L11inv()
         n1, q1 = Linv.shape[:2]
@@ -267,6 +315,8 @@ class CrossedFactor:
             Z21 = (-(Z22 @ self.F)).reshape(self.m, n1, q1).transpose(1, 0, 2) @ Linv
             M = Z21.transpose(0, 2, 1) @ self.F.reshape(self.m, n1, q1).transpose(1, 0, 2)
         else:
+            if self.scalar:  # scalar_schur keeps W in entry order
+                self.W[self.ooff] = self._We
             Z21 = np.zeros_like(self.W)
             M = np.zeros((n1, q1, q1))
             _schur.selinv_first(self.ptr, self.row, self.qe, self.ooff, self.W, Z22, Linv, Z21, M)
@@ -284,6 +334,11 @@ class CrossedFactor:
 
     def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
         """d objective / d theta at the last update (see gradient.py)."""
+        key = None
+        if self.scalar and self._at is not None and self._theta_key(Ts) == self._at:
+            key = (beta.tobytes(), None if P is None else P.tobytes(), float(scale), bool(reml))
+            if self._grad_at is not None and self._grad_at[0] == key:
+                return self._grad_at[1].copy()
         Y = self.back_solve(self.c1, self.c2)
         if self.dense:
             F = self._dense_logdet_gradient(Ts)
@@ -293,9 +348,13 @@ class CrossedFactor:
         theta = np.array([float(T[0, 0]) for T in Ts]) if self.scalar else None
         if self.scalar and np.all((theta == 0.0) | (np.abs(theta) >= SCALAR_TRACE_MIN)):
             F = [np.array([[f]]) for f in self._scalar_logdet_gradient(theta)]
-            return self.assembly.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
-        Zd, Zp = self.selected_inverse()
-        return self.assembly.gradient(Ts, Zd, Zp, Y, beta, P, scale, reml)
+            g = self.assembly.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
+        else:
+            Zd, Zp = self.selected_inverse()
+            g = self.assembly.gradient(Ts, Zd, Zp, Y, beta, P, scale, reml)
+        if key is not None:
+            self._grad_at = (key, np.array(g, copy=True))
+        return g
 
     def _dense_logdet_gradient(self, Ts: list[np.ndarray]) -> list[np.ndarray]:
         """d log|A| / d T_t per term, (q, q), for a dense L21 = F without forming the blocks
@@ -351,13 +410,13 @@ class CrossedFactor:
         d log|A| / d theta_k = 2 tr(A^{-1}(A - I) P_k) / theta_k
                              = 2 sum_{i in k} (1 - (A^{-1})_ii) / theta_k,
         and 0 at theta_k = 0 (A is even in theta_k).  The diagonal of A^{-1} is S^{-1}'s
-        below term 1 (dpotri, its lower triangle) and (1 + w_j'S^{-1} w_j) / L11_j^2 on
-        term 1 (_schur.scalar_condvar, which reads S^{-1}'s entries on the pairs of rows
-        that share a level of term 1, lower triangle only): no pair blocks and no full
+        below term 1 (dpotri) and (1 + w_j'S^{-1} w_j) / L11_j^2 on term 1
+        (_schur.scalar_condvar, which reads S^{-1}'s entries on the pairs of rows that share
+        a level of term 1, its upper triangle in C order only): no pair blocks and no full
         symmetric copy of S^{-1}.  The subtraction loses ~n_k eps / theta_k, hence
         SCALAR_TRACE_MIN (below it the selected inverse on the pattern is used).
         """
-        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C)
+        Zinv, info = lapack.dpotri(self._chol[0], lower=1)  # lower (Fortran) = upper (C)
         if info != 0:
             raise FloatingPointError("cannot invert the Schur complement")
         acc = np.zeros_like(self.L11)
