@@ -17,27 +17,22 @@ from scipy.linalg.cython_blas cimport ddot, dgemm
 
 def congruence_subtract(
     const double[:, ::1] H,
+    const double[:, ::1] Y,
     const int64_t[::1] bstart,
     const int64_t[::1] btoff,
-    const int64_t[::1] tstart,
-    const int64_t[::1] tq,
-    const int64_t[::1] ttoff,
     const double[::1] Tflat,
-    double[::1] buf,
     double[:, ::1] work,
     double[:, ::1] S,
 ):
     """S -= Lambda' H Lambda on the lower triangle: S_kl -= T_k' H_kl T_l for blocks
-    k >= l.  tstart: the first row of each term (and m), tq its q, ttoff its T's offset; buf:
-    (>= qmax m) and work (2, >= qmax^2) scratch.
+    k >= l, from Y = H Lambda (its blocks below the diagonal; H read on the diagonal
+    blocks, lower half).  work: (1, >= qmax^2) scratch.
 
-    Per block row k and term t (its blocks l < k, columns c0:c1 of S):
-        buf = H[k rows, c0:c1] Lambda_t     (per row of the block, as (n_l x q_t) T_t)
-        S[k rows, c0:c1] -= T_k' buf        (BLAS dgemm, both)."""
-    cdef Py_ssize_t nb = bstart.shape[0] - 1, nt = tstart.shape[0] - 1
-    cdef Py_ssize_t k, t, a, c, d, e, rk, qk, tk, c0, c1
-    cdef int qt, nl, w, qki, lds = <int> S.shape[1]
-    cdef double one = 1.0, zero = 0.0, minus = -1.0
+    Per block row k: S[k rows, :k's first row] -= T_k' Y[k rows, ...] (one BLAS dgemm)."""
+    cdef Py_ssize_t nb = bstart.shape[0] - 1
+    cdef Py_ssize_t k, a, c, d, e, rk, qk, tk
+    cdef int w, qki, ldy = <int> Y.shape[1], lds = <int> S.shape[1]
+    cdef double one = 1.0, minus = -1.0
     cdef double h, acc
     with nogil:
         for k in range(nb):
@@ -45,19 +40,10 @@ def congruence_subtract(
             qk = bstart[k + 1] - rk
             qki = <int> qk
             tk = btoff[k]
-            for t in range(nt):
-                c0 = tstart[t]
-                c1 = tstart[t + 1] if tstart[t + 1] < rk else rk
-                if c1 <= c0:
-                    break
-                w = <int> (c1 - c0)
-                qt = <int> tq[t]
-                nl = w // qt
-                for a in range(qk):  # buf[a] = H[rk + a, c0:c1] Lambda_t (row-major)
-                    dgemm("N", "N", &qt, &nl, &qt, &one, <double *> &Tflat[ttoff[t]], &qt,
-                          <double *> &H[rk + a, c0], &qt, &zero, &buf[a * w], &qt)
-                dgemm("N", "T", &w, &qki, &qki, &minus, &buf[0], &w,
-                      <double *> &Tflat[tk], &qki, &one, &S[rk, c0], &lds)
+            w = <int> rk
+            if w > 0:  # C order: S_blk (qk x w) -= T_k' Y_blk; Fortran: S_blk' -= Y_blk' T_k
+                dgemm("N", "T", &w, &qki, &qki, &minus, <double *> &Y[rk, 0], &ldy,
+                      <double *> &Tflat[tk], &qki, &one, &S[rk, 0], &lds)
             # the diagonal block: S_kk -= T_k' H_kk T_k, H_kk from its lower half
             for a in range(qk):  # work[0] = H_kk T_k
                 for d in range(qk):

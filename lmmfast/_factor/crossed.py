@@ -230,7 +230,7 @@ class CrossedFactor:
         self._M = np.empty((len(rest) ** 2, qmax**4))
         self._frest = np.empty((len(rest), qmax, qmax))
         self._P = np.empty((t1.nlevels, t1.q, self.m))  # L11_j^{-1} T1' G12_j per level
-        self._H = np.empty((self.m, self.m))  # P'P, lower triangle (C order)
+        self._H = np.zeros((self.m, self.m))  # P'P in the lower triangle (C order), 0 above
         self._X = np.empty((N1, self.m))  # G12 Lambda_2, then L22^{-1} (G12 Lambda_2)'
         self._K = np.empty((t1.nlevels, t1.q, t1.q))
         self._Sinv = np.empty((self.m, self.m))
@@ -239,19 +239,20 @@ class CrossedFactor:
 
     def _dense_schur(self, Ts: list[np.ndarray], S: np.ndarray, rhs: np.ndarray) -> None:
         """L21 = Lambda_2' P' with P = L11^{-1} Lambda_1' G12 (per level of term 1, N1 x m):
-        H = P'P (BLAS syrk, lower half), S -= Lambda_2' H Lambda_2 (per pair of blocks),
-        rhs -= Lambda_2' P' c1.  H is kept for the gradient."""
+        H = P'P (BLAS syrk, lower half), S -= Lambda_2' H Lambda_2 (H Lambda_2 by one gemm,
+        then T_k' per block row of S), rhs -= Lambda_2' P' c1.  H is kept for the gradient."""
         n1, q1 = self.L11.shape[:2]
         _schur.first_factors(np.ascontiguousarray(Ts[0]), self.L11, self.L11inv, self._R)
         P = np.matmul(self._R.transpose(0, 2, 1), self._G12.reshape(n1, q1, -1), out=self._P)
         P = P.reshape(n1 * q1, -1)
-        blas.dsyrk(1.0, P.T, beta=0.0, c=self._H.T, trans=0, lower=0, overwrite_c=1)
+        H = blas.dsyrk(1.0, P.T, beta=0.0, c=self._H.T, trans=0, lower=0, overwrite_c=1)
+        self._H = H.T  # in place
         self._Ts = [np.ascontiguousarray(T) for T in Ts]
         self._Tflat2 = np.concatenate([T.ravel() for T in self._Ts[1:]])
+        Y = self._times_lambda2(self._H, self._Ts, out=self._Sinv)  # scratch until gradient
         _crossed_dense.congruence_subtract(
-            self._H, self._bstart, self._btoff, self.off, self._tq, self._ttoff, self._Tflat2,
-            self._buf[0], self._work, S,
-        )  # fmt: skip
+            self._H, Y, self._bstart, self._btoff, self._Tflat2, self._work, S
+        )
         rhs -= self._lambda2_times(P.T @ self.c1.reshape(n1 * q1, -1), Ts, trans=True)
 
     def _lambda2_times(self, B: np.ndarray, Ts, trans: bool = False) -> np.ndarray:
@@ -375,24 +376,24 @@ class CrossedFactor:
         singular T."""
         n1, q1 = self.L11.shape[:2]
         X = self._times_lambda2(self._G12, self._Ts, out=self._X)
-        blas.dtrsm(1.0, self.L22.T, X.T, side=0, lower=0, trans_a=1, overwrite_b=1)
-        _crossed_dense.level_grams(X, self._K)  # X now holds W' = (L22^{-1} X')'
+        W = blas.dtrsm(1.0, self.L22.T, X.T, side=0, lower=0, trans_a=1, overwrite_b=1).T
+        _crossed_dense.level_grams(W, self._K)  # W' = L22^{-1} X', in X's place
         f1 = np.empty((q1, q1))
         _crossed_dense.first_term_gradient(
             self.L11inv, self._Ts[0], self.D1, self._K, self._work, f1
         )
         np.copyto(self._Sinv, self.L22)
-        _, info = lapack.dpotri(self._Sinv.T, lower=0, overwrite_c=1)  # upper (F) = lower (C)
+        Z, info = lapack.dpotri(self._Sinv.T, lower=0, overwrite_c=1)  # upper (F) = lower (C)
         if info != 0:
             raise FloatingPointError("cannot invert the Schur complement")
         out = self._frest
         _crossed_dense.rest_gradient(
-            self._Sinv, self._H, self._bstart, self._btoff, self._bterm, self.off, self._tq,
+            Z.T, self._H, self._bstart, self._btoff, self._bterm, self.off, self._tq,
             self._ttoff, self._Tflat2, self._Dflat, self._buf[0], self._buf[1], self._M,
             self._work, out,
         )  # fmt: skip
         F = [2.0 * f1] + [2.0 * out[k, :q, :q] for k, q in enumerate(self._tq)]
-        Z22 = self._Sinv.ravel()
+        Z22 = Z.T.ravel()
         for i, flat in zip(self._rest_pairs, self._rest_pair_flat):
             add_pair_terms(F, self.pairs[i], Z22[flat], Ts)  # S^{-1}[ru, rt] = [rt, ru]
         return F
