@@ -28,7 +28,7 @@ def congruence_subtract(
     k >= l, from Y = H Lambda (its blocks below the diagonal; H read on the diagonal
     blocks, lower half).  work: (1, >= qmax^2) scratch.
 
-    Per block row k: S[k rows, :k's first row] -= T_k' Y[k rows, ...] (one BLAS dgemm)."""
+    Per block row k (rows rk:rk + q_k): S[rk:, :rk] -= T_k' Y[rk:, :rk] (one BLAS dgemm)."""
     cdef Py_ssize_t nb = bstart.shape[0] - 1
     cdef Py_ssize_t k, a, c, d, e, rk, qk, tk
     cdef int w, qki, ldy = <int> Y.shape[1], lds = <int> S.shape[1]
