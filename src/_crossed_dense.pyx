@@ -21,18 +21,23 @@ def congruence_subtract(
     const int64_t[::1] bstart,
     const int64_t[::1] btoff,
     const double[::1] Tflat,
+    const double[::1] Dflat,
+    bint assign,
     double[:, ::1] work,
     double[:, ::1] S,
 ):
     """S -= Lambda' H Lambda on the lower triangle: S_kl -= T_k' H_kl T_l for blocks
     k >= l, from Y = H Lambda (its blocks below the diagonal; H read on the diagonal
-    blocks, lower half).  work: (1, >= qmax^2) scratch.
+    blocks, lower half).  assign: S := A22 + I - Lambda' H Lambda instead, for an A22
+    without blocks off the diagonal (S_kl := -T_k' H_kl T_l, S_kk := T_k'(D_k - H_kk)T_k
+    + I with D_k = Dflat[...], the block of G on level k, row-major).  work: (1, >=
+    qmax^2) scratch.
 
     Per block row k (rows rk:rk + q_k): S[rk:, :rk] -= T_k' Y[rk:, :rk] (one BLAS dgemm)."""
     cdef Py_ssize_t nb = bstart.shape[0] - 1
-    cdef Py_ssize_t k, a, c, d, e, rk, qk, tk
+    cdef Py_ssize_t k, a, c, d, e, rk, qk, tk, x = 0
     cdef int w, qki, ldy = <int> Y.shape[1], lds = <int> S.shape[1]
-    cdef double one = 1.0, minus = -1.0
+    cdef double minus = -1.0, beta = 0.0 if assign else 1.0
     cdef double h, acc
     with nogil:
         for k in range(nb):
@@ -43,21 +48,29 @@ def congruence_subtract(
             w = <int> rk
             if w > 0:  # C order: S_blk (qk x w) -= T_k' Y_blk; Fortran: S_blk' -= Y_blk' T_k
                 dgemm("N", "T", &w, &qki, &qki, &minus, <double *> &Y[rk, 0], &ldy,
-                      <double *> &Tflat[tk], &qki, &one, &S[rk, 0], &lds)
-            # the diagonal block: S_kk -= T_k' H_kk T_k, H_kk from its lower half
-            for a in range(qk):  # work[0] = H_kk T_k
+                      <double *> &Tflat[tk], &qki, &beta, &S[rk, 0], &lds)
+            # the diagonal block: work = (D_k - H_kk) T_k (or -H_kk T_k), H_kk from below
+            for a in range(qk):
                 for d in range(qk):
                     acc = 0.0
                     for c in range(qk):
                         h = H[rk + a, rk + c] if a >= c else H[rk + c, rk + a]
+                        if assign:
+                            h = Dflat[x + a * qk + c] - h
+                        else:
+                            h = -h
                         acc = acc + h * Tflat[tk + c * qk + d]
                     work[0, a * qk + d] = acc
-            for e in range(qk):
+            x += qk * qk
+            for e in range(qk):  # S_kk (or I) += T_k' work, lower half
                 for d in range(e + 1):
                     acc = 0.0
                     for a in range(qk):
                         acc = acc + Tflat[tk + a * qk + e] * work[0, a * qk + d]
-                    S[rk + e, rk + d] -= acc
+                    if assign:
+                        S[rk + e, rk + d] = acc + (1.0 if e == d else 0.0)
+                    else:
+                        S[rk + e, rk + d] += acc
 
 
 def level_grams(const double[:, ::1] W, double[:, :, ::1] K):

@@ -44,8 +44,20 @@ def test_congruence_subtract_matches_numpy(qs_levels):
     S = S0.copy()
     Hl = np.tril(H) + np.triu(rng.normal(size=(m, m)), 1)  # the upper triangle is not read
     Y = Hl @ Lam  # its blocks below the diagonal are read
-    _crossed_dense.congruence_subtract(Hl, Y, bstart, btoff, Tflat, np.empty((1, 9)), S)
+    D = np.zeros((m, m))
+    for k in range(len(bterm)):
+        r = slice(bstart[k], bstart[k + 1])
+        C = rng.normal(size=(tq[bterm[k]],) * 2)
+        D[r, r] = C @ C.T
+    Dflat = np.concatenate([D[bstart[k] : bstart[k + 1], bstart[k] : bstart[k + 1]].ravel()
+                            for k in range(len(bterm))])  # fmt: skip
+    args = (bstart, btoff, Tflat, Dflat)
+    _crossed_dense.congruence_subtract(Hl, Y, *args, False, np.empty((1, 9)), S)
     np.testing.assert_allclose(S, np.tril(S0 - Lam.T @ H @ Lam), rtol=1e-13, atol=1e-12)
+    S = np.triu(S0, 1)  # assign: the lower triangle written, the upper one left
+    _crossed_dense.congruence_subtract(Hl, Y, *args, True, np.empty((1, 9)), S)
+    want = np.tril(Lam.T @ (D - H) @ Lam + np.eye(m)) + np.triu(S0, 1)
+    np.testing.assert_allclose(S, want, rtol=1e-13, atol=1e-12)
 
 
 def test_level_grams_match_numpy():
@@ -178,13 +190,16 @@ def test_dense_gradient_matches_the_selected_inverse_at_singular_fits(formula, r
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
 
 
-def test_dense_objective_matches_the_sparse_layout(monkeypatch):
-    # the Schur complement from H = P'P (dense path) and from the per-level kernel (sparse)
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_dense_objective_matches_the_sparse_layout(formula, monkeypatch):
+    # the Schur complement from H = P'P (dense path; A22 + I written by the kernel where it
+    # is block-diagonal) and from the per-level kernel (sparse)
     from lmmfast._factor import crossed as _crossed
 
-    dev = _deviance(FORMULAS[1], True, True)
+    dev = _deviance(formula, True, True)
+    assert dev.factor._dense_assign == (formula != FORMULAS[1])
     monkeypatch.setattr(_crossed, "DENSE_FILL", 2.0)
-    frame = build_frame(parse_formula(FORMULAS[1]), _crossed_data(5), weights="wt")
+    frame = build_frame(parse_formula(formula), _crossed_data(5), weights="wt")
     cp = cross_products(frame.terms, frame.X, frame.y, frame.weights)
     other = ProfiledDeviance(cp, frame.terms, frame.n, True, float(np.sum(np.log(frame.weights))))
     assert not other.factor.dense

@@ -173,9 +173,10 @@ class CrossedFactor:
         _blockdiag.update(T1, self.D1, self.ZXY1, self.L11, self.c1, self._C1, self._ld1)
         ld1 = float(self._ld1[0])
         S = self._S
-        S.fill(0.0)
-        S.flat[self.a22_idx] = self._a22_values(Ts)
-        S.flat[self.diag_idx] += 1.0
+        if not (self.dense and self._dense_assign):  # else _dense_schur writes all of S
+            S.fill(0.0)
+            S.flat[self.a22_idx] = self._a22_values(Ts)
+            S.flat[self.diag_idx] += 1.0
         rhs = np.vstack([(T.T @ Z).reshape(-1, Z.shape[2]) for T, Z in zip(Ts[1:], self.ZXY2)])
         if self.dense:
             self._dense_schur(Ts, S, rhs)
@@ -224,6 +225,10 @@ class CrossedFactor:
         ), self.m).astype(np.int64)  # fmt: skip
         self._btoff = self._ttoff[self._bterm]
         self._Dflat = np.concatenate([np.ascontiguousarray(D).ravel() for D in cp.D[1:]])
+        # no pairs of two later terms: A22 + I is block-diagonal, S written by the kernel
+        # alone (its upper triangle, C order, stays 0)
+        self._dense_assign = all(pr.t == 0 for pr in cp.pairs)
+        self._S = np.zeros((self.m, self.m))
         qmax = max(t.q for t in self.terms)
         self._work = np.empty((4, qmax * qmax))
         self._buf = np.empty((2, qmax * self.m))
@@ -240,7 +245,8 @@ class CrossedFactor:
     def _dense_schur(self, Ts: list[np.ndarray], S: np.ndarray, rhs: np.ndarray) -> None:
         """L21 = Lambda_2' P' with P = L11^{-1} Lambda_1' G12 (per level of term 1, N1 x m):
         H = P'P (BLAS syrk, lower half), S -= Lambda_2' H Lambda_2 (H Lambda_2 by one gemm,
-        then T_k' per block row of S), rhs -= Lambda_2' P' c1.  H is kept for the gradient."""
+        then T_k' per block row of S; S := A22 + I - ... where A22 is block-diagonal),
+        rhs -= Lambda_2' P' c1.  H is kept for the gradient."""
         n1, q1 = self.L11.shape[:2]
         _schur.first_factors(np.ascontiguousarray(Ts[0]), self.L11, self.L11inv, self._R)
         P = np.matmul(self._R.transpose(0, 2, 1), self._G12.reshape(n1, q1, -1), out=self._P)
@@ -251,8 +257,9 @@ class CrossedFactor:
         self._Tflat2 = np.concatenate([T.ravel() for T in self._Ts[1:]])
         Y = self._times_lambda2(self._H, self._Ts, out=self._Sinv)  # scratch until gradient
         _crossed_dense.congruence_subtract(
-            self._H, Y, self._bstart, self._btoff, self._Tflat2, self._work, S
-        )
+            self._H, Y, self._bstart, self._btoff, self._Tflat2, self._Dflat,
+            self._dense_assign, self._work, S,
+        )  # fmt: skip
         rhs -= self._lambda2_times(P.T @ self.c1.reshape(n1 * q1, -1), Ts, trans=True)
 
     def _lambda2_times(self, B: np.ndarray, Ts, trans: bool = False) -> np.ndarray:
