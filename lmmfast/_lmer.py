@@ -25,7 +25,7 @@ from ._factor import krylov_dask
 from ._factor.krylov import LBFGS_OPTIONS as KRYLOV_LBFGS
 from ._factor.krylov import check_optimum as krylov_check
 from ._factor.krylov import report as krylov_report
-from ._moments import MOMENT_START_MAX_P, scalar_moment_start
+from ._moments import MOMENT_START_MAX_P, MOMENT_START_MIN_THETA, moment_start, scalar_moment_start
 from ._optimize import lbfgs, minimize_theta
 from ._pls import ProfiledDeviance
 from ._polish import ROUNDING, newton_polish
@@ -248,10 +248,16 @@ def _minimize(dev: ProfiledDeviance, control: Control):
     scale = _theta_scale(terms, cp, dev.n)
     krylov = dev.factorization == "krylov"
     intercepts = all(list(t.cnames) == ["(Intercept)"] for t in terms)
-    if krylov or (intercepts and cp.XtXy.shape[0] - 1 <= MOMENT_START_MAX_P):
+    p = cp.XtXy.shape[0] - 1
+    if krylov or (intercepts and p <= MOMENT_START_MAX_P):
         # random intercepts: start from moment estimates (_moments.py; InstEval 42 -> 21
         # evaluations); krylov: any scalar terms
         theta0 = scalar_moment_start(cp) / scale
+    elif len(theta0) >= MOMENT_START_MIN_THETA and p <= MOMENT_START_MAX_P:
+        # vector-valued terms, many theta: kb07 300 x 200 76 -> 37 evaluations
+        start = moment_start(cp, [t.q for t in terms], dev.n)
+        if start is not None:
+            theta0 = start / scale
 
     def f(eta):
         return dev(eta * scale)

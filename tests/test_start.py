@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 
 import lmmfast
-from lmmfast._moments import MOMENT_START_MAX_P, scalar_moment_start
+from lmmfast._moments import (
+    MOMENT_START_MAX_P,
+    MOMENT_START_MIN_THETA,
+    moment_start,
+    scalar_moment_start,
+)
 from lmmfast._optimize import lbfgs, minimize_theta
 from lmmfast._polish import gradient_hessian
 
@@ -112,3 +117,87 @@ def test_a_wide_fixed_part_starts_from_lme4s_theta():
     assert len(wide.fixef) > MOMENT_START_MAX_P
     np.testing.assert_array_equal(wide.optsummary.theta0, [1.0])
     assert narrow.optsummary.theta0[0] != 1.0
+
+
+def _kb07(nsubj=40, nitem=24, seed=3):
+    """The kb07 design (every subject sees every item, s, p effect-coded) with full-rank
+    subject and item covariances."""
+    rng = np.random.default_rng(seed)
+    subj, item = np.divmod(np.arange(nsubj * nitem), nitem)
+    s, p = (((subj + item) >> k & 1) - 0.5 for k in range(2))
+    Z = np.column_stack([np.ones_like(s), s, p])
+    y = 10 + 2 * s - p + rng.normal(size=len(s))
+    for sd, lv, codes in (([2.0, 1.0, 0.5], nsubj, subj), ([1.0, 0.5, 0.8], nitem, item)):
+        C = np.diag(sd) @ (0.6 * np.eye(3) + 0.4) @ np.diag(sd)
+        y += np.einsum("ij,ij->i", Z, rng.multivariate_normal(np.zeros(3), C, lv)[codes])
+    return pd.DataFrame(
+        {"y": y, "s": s, "p": p, "subj": subj.astype(str), "item": item.astype(str)}
+    )
+
+
+def _vector_oracle(df, terms, n):
+    """moment_start from the rows: OLS residuals, per level g_j = Z_j'r and D_j = Z_j'Z_j,
+    Sigma from the q^2 x q^2 system by dense Kronecker products, twice, then the clipped
+    eigenvalues and the Cholesky factor."""
+    X = np.column_stack([np.ones(len(df)), df["s"], df["p"], df["s"] * df["p"]])
+    y = df["y"].to_numpy()
+    r = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    T = r @ r / n
+    parts = []
+    for g in terms:
+        codes = pd.factorize(df[g])[0]
+        Z = np.column_stack([np.ones(len(df)), df["s"], df["p"]])
+        K, G, Ds = np.zeros((9, 9)), np.zeros((3, 3)), np.zeros((3, 3))
+        for j in range(codes.max() + 1):
+            Zj, rj = Z[codes == j], r[codes == j]
+            Dj, gj = Zj.T @ Zj, Zj.T @ rj
+            K += np.kron(Dj, Dj)
+            G += np.outer(gj, gj)
+            Ds += Dj
+        parts.append((K, G, Ds))
+    se2 = T
+    for _ in range(2):
+        sig = [np.linalg.solve(K, (G - se2 * Ds).ravel()).reshape(3, 3) for K, G, Ds in parts]
+        se2 = max(T - sum(np.sum(S * Ds) for S, (_, _, Ds) in zip(sig, parts)) / n, 0.1 * T)
+    out = []
+    for S in sig:
+        w, V = np.linalg.eigh((S + S.T) / (2 * se2))
+        L = np.linalg.cholesky(V @ np.diag(np.clip(w, 0.0025, 400.0)) @ V.T)
+        out += [L[i, j] for j in range(3) for i in range(j, 3)]
+    return np.array(out)
+
+
+def test_the_vector_moment_start_matches_a_dense_oracle():
+    df = _kb07()
+    fit = lmmfast.lmer("y ~ s*p + (1+s+p|subj) + (1+s+p|item)", df, REML=False)
+    start = moment_start(fit._dev.cp, [3, 3], len(df))
+    np.testing.assert_allclose(start, _vector_oracle(df, ["subj", "item"], len(df)), rtol=1e-9)
+    np.testing.assert_allclose(fit.optsummary.theta0, start, rtol=1e-14)
+    assert len(start) >= MOMENT_START_MIN_THETA
+
+
+def test_the_vector_moment_start_ends_at_the_optimum_of_the_identity_start_in_fewer_steps():
+    df = _kb07(nsubj=60, nitem=40, seed=8)
+    fit = lmmfast.lmer("y ~ s*p + (1+s+p|subj) + (1+s+p|item)", df, REML=False)
+    dev = fit._dev
+    lower = np.concatenate([t.theta_lower() for t in dev.terms])
+    theta1 = np.concatenate([t.theta_init() for t in dev.terms])
+    qs = [t.q for t in dev.terms]
+    ident, _ = minimize_theta(dev, dev.value_and_gradient, theta1, lower, qs)
+    moment, _ = minimize_theta(dev, dev.value_and_gradient, fit.optsummary.theta0, lower, qs)
+    assert moment.fmin == pytest.approx(ident.fmin, rel=1e-12)
+    np.testing.assert_allclose(moment.theta, ident.theta, atol=1e-5)
+    assert moment.feval < ident.feval
+
+
+def test_few_theta_keep_lme4s_start():
+    ss = lmmfast.datasets.load("sleepstudy")
+    fit = lmmfast.lmer("Reaction ~ Days + (Days | Subject)", ss)
+    np.testing.assert_array_equal(fit.optsummary.theta0, [1.0, 0.0, 1.0])
+
+
+def test_a_start_that_is_not_finite_is_none():
+    df = _kb07()
+    cp = lmmfast.lmer("y ~ s*p + (1+s+p|subj) + (1+s+p|item)", df, REML=False)._dev.cp
+    bad = type(cp)(cp.D, cp.pairs, cp.ZXY, cp.XtXy * np.nan)
+    assert moment_start(bad, [3, 3], len(df)) is None
