@@ -42,15 +42,20 @@ def newton_polish(fg, x: np.ndarray, lower: np.ndarray, at=None):
         free = ~((x <= lower) & (g >= 0))
         if not free.any():
             break
-        if Hall is not None:  # every step uses the Hessian at the start
-            H = Hall[np.ix_(free, free)]
-        elif H is None or not np.array_equal(free, free0):  # later steps reuse the Hessian
-            H, k = gradient_hessian(fg, x, g, lower, free)
+        if H is None or not np.array_equal(free, free0):  # later steps reuse the Hessian
+            if Hall is not None:  # every step uses the Hessian at the start
+                H = Hall if free.all() else Hall[np.ix_(free, free)]
+            else:
+                H, k = gradient_hessian(fg, x, g, lower, free)
+                nevals += k
             free0 = free
-            nevals += k
+            try:  # once per Hessian
+                definite = not np.any(np.linalg.eigvalsh(H) <= 0)
+            except np.linalg.LinAlgError:
+                definite = False
+        if not definite:
+            break
         try:
-            if np.any(np.linalg.eigvalsh(H) <= 0):
-                break
             step = np.linalg.solve(H, g[free])
         except np.linalg.LinAlgError:
             break

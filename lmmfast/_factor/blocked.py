@@ -11,7 +11,7 @@ import numpy as np
 from scipy.linalg import blas, solve_triangular
 
 from .. import _blockdiag
-from .._sources.crossprod import CrossProducts, _sum_chunks
+from .._sources.crossprod import CrossProducts, _sum_chunks, lower_mask, mirror_lower
 from .._terms import ReTerm
 from .._threads import PARALLEL_LEVELS, kernel_threads
 from .gradient import GradientAssembly
@@ -47,7 +47,7 @@ class BlockedFactor:
         self.threads = kernel_threads(nlev, PARALLEL_LEVELS)
         self._C = np.empty((self.threads, p1, p1))
         self._ld = np.empty(self.threads)
-        self._lower = np.tri(p1, dtype=bool)
+        self._lower = lower_mask(p1)
         # theta's entry T_t[a, b] (a >= b, column-major) in F: found once, not per gradient
         rows = [o + b for k, t in enumerate(terms) for o in [int(self.qoff[k])]
                 for b in range(t.q) for a in range(b, t.q)]  # fmt: skip
@@ -57,6 +57,9 @@ class BlockedFactor:
         # many fixed effects (a factor with many levels): the kernel does the blocks and y,
         # BLAS the p-wide part (R_ZX and R_ZX'R_ZX: nlev Q p^2 flops at BLAS speed)
         self.wide = p1 > WIDE_X
+        # the gradient's outputs and scratch, allocated once (its kernel overwrites them)
+        self._F = np.empty((self.threads, Q, Q))
+        self._work = np.zeros((self.threads, 3 + 2 * (p1 - 1), Q))
         if self.wide:
             self._ZY = np.ascontiguousarray(self.ZXY[:, :, -1:])
             self._cuy = np.empty((nlev, Q, 1))
@@ -78,14 +81,25 @@ class BlockedFactor:
         """Refactor for the terms' T; return log|L|^2 and M'(Lambda'Z'WZ Lambda + I)^{-1}M
         (None for a wide X with schur=False: the caller eliminates X's columns itself)."""
         T = self._T(Ts)
-        ZXY, cu = (self._ZY, self._cuy) if self.wide else (self.ZXY, self.cu)
+        if self.wide:
+            self._factor(T, self._ZY, self._cuy)
+            return float(_sum_chunks(self._ld)), self._wide_update(T, schur)
+        ldL2, C = self.update_lower(T)  # its lower half: mirrored (one pass, no temporaries)
+        return ldL2, np.where(self._lower, C, C.T)
+
+    def update_lower(self, T: np.ndarray) -> tuple[float, np.ndarray]:
+        """update() at T = blockdiag(T_1, ..., T_K) (C-contiguous) for a narrow X, with only
+        the lower half of M'(...)^{-1}M (the upper is zero): all that a lower Cholesky reads.
+        With one thread C is the factor's own buffer, valid until the next update."""
+        self._factor(T, self.ZXY, self.cu)
+        if self.threads == 1:
+            return float(self._ld[0]), self._C[0]
+        return float(_sum_chunks(self._ld)), _sum_chunks(self._C)
+
+    def _factor(self, T: np.ndarray, ZXY: np.ndarray, cu: np.ndarray) -> None:
         ok = _blockdiag.update(T, self.B, ZXY, self.L, cu, self._C, self._ld, self.threads)
         if not ok:
             raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
-        if self.wide:
-            return float(_sum_chunks(self._ld)), self._wide_update(T, schur)
-        C = _sum_chunks(self._C)  # its lower half: mirrored (one pass, no temporaries)
-        return float(_sum_chunks(self._ld)), np.where(self._lower, C, C.T)
 
     def _wide_update(self, T: np.ndarray, schur: bool = True) -> np.ndarray | None:
         """cu_j = L_j^{-1} T' ZXY_j for all levels at once, and C = sum_j cu_j'cu_j (dsyrk)."""
@@ -106,6 +120,8 @@ class BlockedFactor:
         REML part is then T'H_j R_X^{-1} R_X^{-T} H_j' by one triangular solve (BLAS), or
         hph(H) = sum_j H_j P H_j' where the caller solves with P itself."""
         T = self._T(Ts)
+        if P is not None and not self.wide:
+            return self.gradient_T(T, beta, P, scale, reml)
         Q, p = T.shape[0], len(beta)
         F = np.empty((self.threads, Q, Q))
         by_rx = P is None
@@ -119,6 +135,16 @@ class BlockedFactor:
         if reml and by_rx and p:
             F -= 2.0 * T.T @ (self._reml_HPH(T, RX) if hph is None else hph(self.reml_H(T)))
         return F[self._theta_at]  # theta at T_t[a, b] (a >= b), column-major
+
+    def gradient_T(self, T: np.ndarray, beta, P: np.ndarray, scale: float, reml: bool):
+        """gradient() at T = blockdiag(T_1, ..., T_K) for a narrow X and a given P, into the
+        buffers allocated once; a new array."""
+        F = self._F
+        _blockdiag.gradient(
+            T, self.B, self.ZXY, self.L, self.cu, np.ascontiguousarray(beta, dtype=float),
+            np.ascontiguousarray(P), scale, reml, F, self._work, self.threads,
+        )  # fmt: skip
+        return (F[0] if self.threads == 1 else _sum_chunks(F))[self._theta_at]
 
     def _reml_HPH(self, T: np.ndarray, RX: np.ndarray) -> np.ndarray:
         """sum_j H_j P H_j' with H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj and P = (R_X'R_X)^{-1}."""
@@ -243,7 +269,7 @@ class ClusteredFactor:
         )  # fmt: skip
         if ldL2 == -1.0:
             raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
-        return ldL2, np.tril(self._C) + np.tril(self._C, -1).T
+        return ldL2, mirror_lower(self._C)
 
     def _cluster_inverses(self) -> np.ndarray:
         """Each cluster's block of A^{-1} (flat, as L), clusters of one size at a time."""
