@@ -103,7 +103,7 @@ class BlockedFactor:
 
     def _wide_update(self, T: np.ndarray, schur: bool = True) -> np.ndarray | None:
         """cu_j = L_j^{-1} T' ZXY_j for all levels at once, and C = sum_j cu_j'cu_j (dsyrk)."""
-        LinvTt = np.linalg.solve(np.tril(self.L), np.broadcast_to(T.T, self.L.shape))
+        LinvTt = np.linalg.solve(_tril(self.L), np.broadcast_to(T.T, self.L.shape))
         np.matmul(LinvTt, self.ZXY, out=self.cu)
         if not schur:
             return None
@@ -156,7 +156,7 @@ class BlockedFactor:
 
     def reml_H(self, T: np.ndarray) -> np.ndarray:
         """H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj for every level, (l, Q, p)."""
-        Lt = np.triu(self.L.transpose(0, 2, 1))
+        Lt = _triu(self.L.transpose(0, 2, 1))
         V = np.linalg.solve(Lt, self.cu[:, :, :-1])  # L_j'^{-1} c_Xj
         return self.ZXY[:, :, :-1] - self.B @ (T @ V)
 
@@ -169,9 +169,19 @@ class BlockedFactor:
     def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
         """u = L^{-T}(c_y - R_ZX beta) for the last update, per term as (l, q)."""
         rhs = self.cu[:, :, -1] - self.cu[:, :, :-1] @ beta
-        Lt = np.triu(self.L.transpose(0, 2, 1))  # the kernel writes only the lower triangles
+        Lt = _triu(self.L.transpose(0, 2, 1))  # the kernel writes only the lower triangles
         u = np.linalg.solve(Lt, rhs[:, :, None])[:, :, 0]
         return [u[:, self._cols(k)] for k in range(len(self.terms))]
+
+
+def _tril(A: np.ndarray) -> np.ndarray:
+    """np.tril(A) over the last two axes (square), with the mask made once per order."""
+    return np.where(lower_mask(A.shape[-1]), A, 0.0)
+
+
+def _triu(A: np.ndarray) -> np.ndarray:
+    """np.triu(A) over the last two axes (square), with the mask made once per order."""
+    return np.where(lower_mask(A.shape[-1]).T, A, 0.0)
 
 
 WIDE_X = 64  # [X y] with more columns than this: its dense part by BLAS (see update)

@@ -6,6 +6,7 @@ evaluation of the objective afterwards reads these blocks only.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,10 +87,10 @@ class RowData:
         _assemble.assemble(
             self.codes, self.pair_idx, np.array(self.pair_terms, dtype=np.int64).reshape(-1, 2),
             self.zoff, qs, self.cols, self.zcol, np.append(self.xcol, self.ycol),
-            np.ones(1) if w is None else np.ascontiguousarray(w, dtype=np.float64),
+            _ONE if w is None else np.ascontiguousarray(w, dtype=np.float64),
             R, _offsets(rsz), O, _offsets(osz), XtXy, w is not None, self.threads,
         )  # fmt: skip
-        R, O, XtXy = (_sum_chunks(a) for a in (R, O, XtXy))
+        R, O, XtXy = (a[0] if self.threads == 1 else _sum_chunks(a) for a in (R, O, XtXy))
         XtXy = mirror_lower(XtXy)
         Ds, Xs = [], []
         shapes = [(t.nlevels, r) for t, r in zip(terms, rec)]
@@ -213,11 +214,12 @@ def _level_pairs(a: ReTerm, b: ReTerm):
 
 
 def _offsets(sizes) -> np.ndarray:
-    return (
-        np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        if sizes
-        else np.zeros(0, dtype=np.int64)
-    )
+    """Where each of the blocks of these sizes starts in their concatenation."""
+    return np.array([0, *itertools.accumulate(sizes)][: len(sizes)], dtype=np.int64)
+
+
+_ONE = np.ones(1)  # the kernel's weights without prior weights (read only)
+_ONE.flags.writeable = False
 
 
 def _split(flat: np.ndarray, sizes, shapes) -> list[np.ndarray]:
