@@ -51,3 +51,42 @@ def test_mirror_lower_is_tril_plus_its_transpose():
         ref = np.tril(A) + np.tril(A, -1).T
         out = mirror_lower(A)
         assert np.array_equal(out, ref) and np.array_equal(np.signbit(out), np.signbit(ref))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_blocked_kernel_object_is_the_kernel_functions(threads):
+    """_blockdiag.Blocked (views taken once) against update() and gradient(), bit for bit,
+    in one chunk and in two; those are checked against dense NumPy in test_kernels.py."""
+    from lmmfast import _blockdiag
+
+    rng = np.random.default_rng(2)
+    nlev, Q, p1 = 7, 3, 4
+    Z = rng.standard_normal((nlev, 5, Q))
+    B = np.ascontiguousarray(Z.transpose(0, 2, 1) @ Z)
+    ZXY = rng.standard_normal((nlev, Q, p1))
+    T = np.tril(rng.standard_normal((Q, Q))) + 2 * np.eye(Q)
+    beta, P = rng.standard_normal(p1 - 1), np.eye(p1 - 1) + 0.1
+    out = []
+    for use_object in (False, True):
+        L, cu = np.zeros((nlev, Q, Q)), np.zeros((nlev, Q, p1))
+        C, ld = np.zeros((threads, p1, p1)), np.zeros(threads)
+        F, work = np.zeros((threads, Q, Q)), np.zeros((threads, 3 + 2 * (p1 - 1), Q))
+        if use_object:
+            k = _blockdiag.Blocked(B, ZXY, L, cu, C, ld, F, work, threads)
+            assert k.update(T)
+            k.gradient(T, beta, P, 0.7, True)
+        else:
+            assert _blockdiag.update(T, B, ZXY, L, cu, C, ld, threads)
+            _blockdiag.gradient(T, B, ZXY, L, cu, beta, P, 0.7, True, F, work, threads)
+        out.append((L, cu, C, ld, F))
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)
+
+
+def test_a_fit_with_the_kernel_object_pickles():
+    import pickle
+
+    fit = lmmfast.lmer("Reaction ~ Days + (Days | Subject)", SLEEP)
+    again = pickle.loads(pickle.dumps(fit))
+    theta = np.array([0.9, 0.1, 0.3])
+    assert again._dev.value_and_gradient(theta)[0] == fit._dev.value_and_gradient(theta)[0]

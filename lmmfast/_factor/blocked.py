@@ -64,6 +64,22 @@ class BlockedFactor:
             self._ZY = np.ascontiguousarray(self.ZXY[:, :, -1:])
             self._cuy = np.empty((nlev, Q, 1))
             self._C = np.empty((self.threads, 1, 1))
+        self._kernel = self._kernel_of()
+
+    def _kernel_of(self):
+        """The narrow X's kernel calls on this factor's arrays (None for a wide X)."""
+        if self.wide:
+            return None
+        return _blockdiag.Blocked(
+            self.B, self.ZXY, self.L, self.cu, self._C, self._ld, self._F, self._work, self.threads
+        )
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_kernel"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._kernel = self._kernel_of()
 
     def _cols(self, k: int) -> slice:
         return slice(int(self.qoff[k]), int(self.qoff[k + 1]))
@@ -82,7 +98,11 @@ class BlockedFactor:
         (None for a wide X with schur=False: the caller eliminates X's columns itself)."""
         T = self._T(Ts)
         if self.wide:
-            self._factor(T, self._ZY, self._cuy)
+            ok = _blockdiag.update(
+                T, self.B, self._ZY, self.L, self._cuy, self._C, self._ld, self.threads
+            )
+            if not ok:
+                raise FloatingPointError(NOT_POSITIVE)
             return float(_sum_chunks(self._ld)), self._wide_update(T, schur)
         ldL2, C = self.update_lower(T)  # its lower half: mirrored (one pass, no temporaries)
         return ldL2, np.where(self._lower, C, C.T)
@@ -91,15 +111,11 @@ class BlockedFactor:
         """update() at T = blockdiag(T_1, ..., T_K) (C-contiguous) for a narrow X, with only
         the lower half of M'(...)^{-1}M (the upper is zero): all that a lower Cholesky reads.
         With one thread C is the factor's own buffer, valid until the next update."""
-        self._factor(T, self.ZXY, self.cu)
+        if not self._kernel.update(T):
+            raise FloatingPointError(NOT_POSITIVE)
         if self.threads == 1:
             return float(self._ld[0]), self._C[0]
         return float(_sum_chunks(self._ld)), _sum_chunks(self._C)
-
-    def _factor(self, T: np.ndarray, ZXY: np.ndarray, cu: np.ndarray) -> None:
-        ok = _blockdiag.update(T, self.B, ZXY, self.L, cu, self._C, self._ld, self.threads)
-        if not ok:
-            raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
 
     def _wide_update(self, T: np.ndarray, schur: bool = True) -> np.ndarray | None:
         """cu_j = L_j^{-1} T' ZXY_j for all levels at once, and C = sum_j cu_j'cu_j (dsyrk)."""
@@ -140,10 +156,9 @@ class BlockedFactor:
         """gradient() at T = blockdiag(T_1, ..., T_K) for a narrow X and a given P, into the
         buffers allocated once; a new array."""
         F = self._F
-        _blockdiag.gradient(
-            T, self.B, self.ZXY, self.L, self.cu, np.ascontiguousarray(beta, dtype=float),
-            np.ascontiguousarray(P), scale, reml, F, self._work, self.threads,
-        )  # fmt: skip
+        self._kernel.gradient(
+            T, np.ascontiguousarray(beta, dtype=float), np.ascontiguousarray(P), scale, reml
+        )
         return (F[0] if self.threads == 1 else _sum_chunks(F))[self._theta_at]
 
     def _reml_HPH(self, T: np.ndarray, RX: np.ndarray) -> np.ndarray:
@@ -184,6 +199,7 @@ def _triu(A: np.ndarray) -> np.ndarray:
     return np.where(lower_mask(A.shape[-1]).T, A, 0.0)
 
 
+NOT_POSITIVE = "a block of Lambda'Z'WZ Lambda + I is not positive definite"
 WIDE_X = 64  # [X y] with more columns than this: its dense part by BLAS (see update)
 
 MAX_CLUSTER = (
@@ -278,7 +294,7 @@ class ClusteredFactor:
             self.B, self.ZXY, self.L, self.cu, self._C, self._work,
         )  # fmt: skip
         if ldL2 == -1.0:
-            raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
+            raise FloatingPointError(NOT_POSITIVE)
         return ldL2, mirror_lower(self._C)
 
     def _cluster_inverses(self) -> np.ndarray:
