@@ -41,7 +41,7 @@ from ._factor.crossed import CrossedFactor
 from ._factor.krylov import KrylovFactor
 from ._factor.sparse import SparseFactor
 from ._sources.crossprod import CrossProducts
-from ._terms import ReTerm
+from ._terms import ReTerm, _lower_flat
 
 
 @dataclass(eq=False)
@@ -102,6 +102,11 @@ class ProfiledDeviance:
         # the same arithmetic as the general path, bit for bit
         f = self.factor
         self._blocked = type(f) is BlockedFactor and self.elim is None and not f.wide
+        self._Tbuf = None  # one term: its T written in place (ReTerm.T's values)
+        if self._blocked and len(terms) == 1:
+            q = terms[0].q
+            self._Tflat, self._Tpos = np.zeros(q * q), _lower_flat(q)
+            self._Tbuf = self._Tflat.reshape(q, q)
 
     def Ts(self, theta: np.ndarray) -> list[np.ndarray]:
         """Each term's relative covariance factor T (Lambda repeats it once per level)."""
@@ -110,8 +115,9 @@ class ProfiledDeviance:
     def _T(self, theta: np.ndarray) -> np.ndarray:
         """blockdiag(T_1, ..., T_K) at theta (a blocked factor's per-level factor of Lambda)."""
         theta = np.asarray(theta, dtype=np.float64)
-        if len(self.terms) == 1:
-            return self.terms[0].T(theta)
+        if self._Tbuf is not None:  # read by the kernels of this evaluation only
+            self._Tflat[self._Tpos] = theta
+            return self._Tbuf
         return self.factor._T(self.Ts(theta))
 
     def _decompose_blocked(self, T: np.ndarray) -> Decomposition:

@@ -90,3 +90,27 @@ def test_a_fit_with_the_kernel_object_pickles():
     again = pickle.loads(pickle.dumps(fit))
     theta = np.array([0.9, 0.1, 0.3])
     assert again._dev.value_and_gradient(theta)[0] == fit._dev.value_and_gradient(theta)[0]
+
+
+def test_theta_scale_in_python_floats_is_the_arrays():
+    """_lmer._theta_scale against its NumPy form, with columns of extreme and ordinary RMS."""
+    from types import SimpleNamespace
+
+    from lmmfast._lmer import EXTREME, _theta_scale
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        qs = rng.integers(1, 4, rng.integers(1, 3)).tolist()
+        D = [
+            (lambda Z: Z.transpose(0, 2, 1) @ Z)(
+                rng.standard_normal((5, 4, q)) * 10.0 ** rng.integers(-9, 10, q)
+            )
+            for q in qs
+        ]
+        terms, n = [SimpleNamespace(q=q) for q in qs], int(rng.integers(1, 1000))
+        ref = []
+        for t, d in zip(terms, D):
+            rms = np.sqrt(np.maximum(np.einsum("jaa->a", d), 1e-300) / n)
+            s = np.where((rms < EXTREME[0]) | (rms > EXTREME[1]), 1.0 / rms, 1.0)
+            ref += [s[a] for b in range(t.q) for a in range(b, t.q)]
+        assert np.array_equal(_theta_scale(terms, SimpleNamespace(D=D), n), np.array(ref))
