@@ -65,6 +65,8 @@ class OptSummary:
     krylov: object = None  # method="krylov": its error report (lmmfast._factor.krylov)
     # (theta, f) where hessian was taken from the analytic gradient (the polish reuses it)
     hessian_at: tuple | None = field(default=None, repr=False, compare=False)
+    # (theta, f, g) at theta as L-BFGS-B evaluated it there (the optimum check reuses it)
+    fg_at: tuple | None = field(default=None, repr=False, compare=False)
 
     def to_theta_scale(self, scale: np.ndarray) -> None:
         """The optimizer worked in eta = theta / scale: express the record in theta."""
@@ -72,7 +74,7 @@ class OptSummary:
         if self.gradient is not None:
             self.gradient = self.gradient / scale
             self.hessian = self.hessian / np.outer(scale, scale)
-        self.hessian_at = None
+        self.hessian_at = self.fg_at = None
 
 
 def bobyqa(f, theta0: np.ndarray, lower: np.ndarray, **tol) -> OptSummary:
@@ -125,21 +127,26 @@ def lbfgs(
     best = {"f": np.inf, "x": s.theta0.copy()}
     scale = [1.0]
 
-    first = {}  # fg at theta0, taken for the scale: L-BFGS-B's first call is the same point
+    # (f, g) at each point evaluated: L-BFGS-B asks again for theta0 (taken for the scale)
+    # and, after a failed line search, for the iterate it returns to
+    seen = {}
 
     def objective(x):
-        if first and np.array_equal(x, s.theta0):
-            f, g = first.pop("fg")
+        key = np.asarray(x, dtype=np.float64).tobytes()
+        if key in seen:
+            f, g = seen[key]
         else:
             s.feval += 1
             f, g = fg(x)
+            g = np.array(g, dtype=float)
+            seen[key] = (f, g)
         if f < best["f"]:
             best["f"], best["x"] = f, x.copy()
-        return f / scale[0], np.asarray(g) / scale[0]
+        return f / scale[0], g / scale[0]
 
     f0, g0 = fg(s.theta0)
     s.feval += 1
-    first["fg"] = (f0, np.array(g0, dtype=float))
+    seen[np.asarray(s.theta0, dtype=np.float64).tobytes()] = (f0, np.array(g0, dtype=float))
     scale[0] = max(abs(f0), 1.0)
     even = np.zeros(len(s.lower), bool) if even is None else np.asarray(even, bool)
     line = np.where(even, -np.inf, s.lower)
@@ -159,6 +166,9 @@ def lbfgs(
     except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
         s.message, s.converged = f"optimizer failed: {e}", False
     s.theta, s.fmin = np.where(even, np.abs(best["x"]), best["x"]), best["f"]
+    at = seen.get(np.asarray(s.theta, dtype=np.float64).tobytes())
+    if at is not None and at[0] == s.fmin:
+        s.fg_at = (s.theta.copy(), at[0], at[1].copy())
     return s
 
 
@@ -471,10 +481,13 @@ def check_optimum_fg(fg, s: OptSummary) -> bool:
     for the polish's Newton steps (each cuts the gradient by ~1e-5 or more).  The record
     keeps where H was taken (s.hessian_at, with f there): the Newton polish reuses it."""
     x = np.array(s.theta, dtype=float)
-    fx, g = fg(x)
-    g = np.asarray(g, dtype=float)
-    H, nevals = gradient_hessian(fg, x, g, s.lower, forward=FORWARD_HESSIAN)
-    s.feval += 1 + nevals
+    if s.fg_at is not None and np.array_equal(s.fg_at[0], x):  # evaluated there already
+        fx, g, nevals = s.fg_at[1], s.fg_at[2].copy(), 0
+    else:
+        fx, g = fg(x)
+        g, nevals = np.asarray(g, dtype=float), 1
+    H, k = gradient_hessian(fg, x, g, s.lower, forward=FORWARD_HESSIAN)
+    s.feval += nevals + k
     s.gradient, s.hessian = g, H
     s.hessian_at = (x, float(fx))
     return decrement(s, 1e-4 * np.maximum(np.abs(x), 0.1))  # check_optimum's steps

@@ -11,7 +11,7 @@ other term after it.  With A = Lambda'Z'WZ Lambda + I partitioned the same way,
 where e runs over the coupling blocks O_e = Z_1j' W Z_uk of level j of term 1 with level k
 of a later term u (q1 x q_u, row-major), listed level by level (ptr).  The rest's rows
 of block e start at row[e]; its T_u starts at Tflat[toff[e]] (q_u x q_u row-major).
-S (dense, lower half) is then factored by LAPACK.
+S (dense, lower half; for scalar terms its upper half, C order) is then factored by LAPACK.
 """
 
 import numpy as np
@@ -86,27 +86,28 @@ def scalar_schur(
     const int64_t[::1] ptr,
     const int64_t[::1] row,
     const int64_t[::1] toff,
-    const int64_t[::1] ooff,
-    const double[::1] O,
+    const double[::1] Oe,
     const double[::1] Tflat,
     double t1,
     const double[:, :, ::1] L11,
     const double[:, :, ::1] c1,
-    double[::1] W,
     double[::1] We,
     int64_t[::1] cur,
     double[:, ::1] S,
     double[:, ::1] rhs,
     Py_ssize_t width,
 ):
-    """schur() when every term is a scalar random effect (intercepts): W_e = theta_u O_e
-    theta_1 / L11_j (at W[ooff[e]], and at We[e] in entry order), rhs -= L21 c1, and
-    S -= L21 L21' (lower half) in column panels of S `width` wide: each panel is one pass
-    over the levels, whose entries f with row[f] in the panel (a level's entries are sorted
-    by row; cur[j], nlev scratch, is where level j's entries of the panel start) subtract
-    W_e W_f from S[row[e], row[f]] for the entries e >= f of their level.  The panel's part
-    of S stays in cache, and every S entry receives its terms in level order, as in a
-    single loop over the levels."""
+    """schur() when every term is a scalar random effect (intercepts): We[e] = W_e =
+    theta_u O_e theta_1 / L11_j, with O and W in entry order (Oe[e] = O[ooff[e]]: reading
+    them through ooff, which need not follow the entries, is a cache miss per entry on
+    large designs), rhs -= L21 c1, and
+    S -= L21 L21' in S's UPPER half (C order; the lower one of S.T, Fortran) in row panels
+    of S `width` high: each panel is one pass over the levels, whose entries f with row[f]
+    in the panel (a level's entries are sorted by row; cur[j], nlev scratch, is where level
+    j's entries of the panel start) subtract W_f W_e from S[row[f], row[e]] for the entries
+    e >= f of their level: one row of S (contiguous, in cache) per entry f, the panel's
+    rows in cache, and every S entry receives its terms in level order, as in a single
+    loop over the levels."""
     cdef Py_ssize_t nlev = L11.shape[0], p1 = c1.shape[2]
     cdef Py_ssize_t j, e, c
     cdef double we, scale
@@ -114,8 +115,7 @@ def scalar_schur(
         for j in range(nlev):
             scale = t1 / L11[j, 0, 0]
             for e in range(ptr[j], ptr[j + 1]):
-                we = Tflat[toff[e]] * O[ooff[e]] * scale
-                W[ooff[e]] = we
+                we = Tflat[toff[e]] * Oe[e] * scale
                 We[e] = we
                 for c in range(p1):
                     rhs[row[e], c] = rhs[row[e], c] - we * c1[j, 0, c]
@@ -135,9 +135,10 @@ def scalar_condvar(
 ):
     """out[j] += w_j' Sinv w_j for scalar terms, w_j the entries of level j (We, from
     scalar_schur): with out[j] = 1 on entry, 1 + L21_j' S^{-1} L21_j, so that
-    (A^{-1})_jj = out[j] / L11_j^2.  Reads only the lower triangle of Sinv, in column
-    panels as scalar_schur: out[j] += W_f (W_f Sinv[rf, rf] + 2 sum_{e > f} W_e Sinv[re, rf])
-    for the entries f of level j in the panel (cur: nlev scratch); Sinv is not written."""
+    (A^{-1})_jj = out[j] / L11_j^2.  Reads only the upper triangle of Sinv (C order), in
+    row panels as scalar_schur: out[j] += W_f (W_f Sinv[rf, rf] + 2 sum_{e > f} W_e
+    Sinv[rf, re]) for the entries f of level j in the panel (cur: nlev scratch); Sinv is
+    not written."""
     with nogil:
         panels(ptr, row, We, cur, Sinv, out, width, False)
 
@@ -152,8 +153,8 @@ cdef void panels(
     Py_ssize_t width,
     bint subtract,
 ) noexcept nogil:
-    """The panel passes of scalar_schur (subtract: S[re, rf] -= W_e W_f for e >= f) and
-    scalar_condvar (else: out[j] += W_f (W_f S[rf, rf] + 2 sum_{e > f} W_e S[re, rf]))."""
+    """The panel passes of scalar_schur (subtract: S[rf, re] -= W_f W_e for e >= f) and
+    scalar_condvar (else: out[j] += W_f (W_f S[rf, rf] + 2 sum_{e > f} W_e S[rf, re]))."""
     cdef Py_ssize_t nlev = ptr.shape[0] - 1, m = S.shape[0]
     cdef Py_ssize_t j, e, f, c0 = 0, c1, end, rf
     cdef double acc, wf
@@ -170,14 +171,34 @@ cdef void panels(
                 rf = row[f]
                 if subtract:
                     for e in range(f, end):
-                        S[row[e], rf] = S[row[e], rf] - We[e] * wf
+                        S[rf, row[e]] = S[rf, row[e]] - wf * We[e]
                 else:
                     acc = 0.0
                     for e in range(f + 1, end):
-                        acc = acc + We[e] * S[row[e], rf]
+                        acc = acc + We[e] * S[rf, row[e]]
                     out[j, 0, 0] = out[j, 0, 0] + wf * (wf * S[rf, rf] + 2.0 * acc)
                 f = f + 1
             cur[j] = f
+
+
+def scalar_lt_times_first(
+    const int64_t[::1] ptr,
+    const int64_t[::1] row,
+    const double[::1] We,
+    const double[:, ::1] x2,
+    double[:, :, ::1] r1,
+):
+    """lt_times_first for scalar terms with W in entry order (We, from scalar_schur):
+    r1[j, 0, c] -= sum_e We[e] x2[row[e], c] over the entries e of level j."""
+    cdef Py_ssize_t nlev = r1.shape[0], k = r1.shape[2]
+    cdef Py_ssize_t j, e, c
+    cdef double w
+    with nogil:
+        for j in range(nlev):
+            for e in range(ptr[j], ptr[j + 1]):
+                w = We[e]
+                for c in range(k):
+                    r1[j, 0, c] -= w * x2[row[e], c]
 
 
 def lt_times_first(

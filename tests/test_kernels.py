@@ -312,7 +312,7 @@ def test_takahashi_selected_inverse_matches_the_dense_inverse(n, density, seed):
 @pytest.mark.parametrize("width", [1, 3, 64])
 def test_scalar_schur_and_condvar_match_dense_products(width):
     # every term scalar: term 1 with 6 levels, the rest 9 rows (two terms); entries sorted
-    # by level, then by row; the kernels work in column panels of S `width` wide
+    # by level, then by row; the kernels work in row panels of S's upper half `width` high
     rng = np.random.default_rng(8)
     l1, m, p1, t1 = 6, 9, 2, 0.8
     pairs = sorted(
@@ -332,21 +332,20 @@ def test_scalar_schur_and_condvar_match_dense_products(width):
     S0 = rng.normal(size=(m, m))
     S0 = S0 @ S0.T + m * np.eye(m)
     rhs0 = rng.normal(size=(m, p1))
-    W, We, cur = np.zeros(len(row)), np.zeros(len(row)), np.zeros(l1, dtype=np.int64)
+    We, cur = np.zeros(len(row)), np.zeros(l1, dtype=np.int64)
     S, rhs = S0.copy(), rhs0.copy()
-    _schur.scalar_schur(ptr, row, toff, ooff, O, theta_rest, t1, L11, c1, W, We, cur, S, rhs,
+    _schur.scalar_schur(ptr, row, toff, O[ooff], theta_rest, t1, L11, c1, We, cur, S, rhs,
                         width)  # fmt: skip
     L21 = np.zeros((m, l1))  # dense oracle: theta_u O_e theta_1 / L11_j at (row e, j)
     L21[row, j] = theta_rest[toff] * O[ooff] * t1 / L11[j, 0, 0]
-    np.testing.assert_allclose(W[ooff], L21[row, j], rtol=1e-14)
     np.testing.assert_allclose(We, L21[row, j], rtol=1e-14)
-    np.testing.assert_allclose(np.tril(S), np.tril(S0 - L21 @ L21.T), rtol=1e-12, atol=1e-12)
-    np.testing.assert_array_equal(np.triu(S, 1), np.triu(S0, 1))  # the upper half untouched
+    np.testing.assert_allclose(np.triu(S), np.triu(S0 - L21 @ L21.T), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(np.tril(S, -1), np.tril(S0, -1))  # the lower half untouched
     np.testing.assert_allclose(rhs, rhs0 - L21 @ c1[:, 0, :], rtol=1e-12, atol=1e-12)
     Sinv = np.linalg.inv(S0)
     out = np.ones((l1, 1, 1))
     _schur.scalar_condvar(
-        ptr, row, We, cur, np.tril(Sinv) + np.triu(rng.normal(size=(m, m)), 1), out, width
-    )  # fmt: skip  (only the lower triangle may be read)
+        ptr, row, We, cur, np.triu(Sinv) + np.tril(rng.normal(size=(m, m)), -1), out, width
+    )  # fmt: skip  (only the upper triangle may be read)
     want = 1.0 + np.einsum("rj,rs,sj->j", L21, Sinv, L21)
     np.testing.assert_allclose(out[:, 0, 0], want, rtol=1e-12)

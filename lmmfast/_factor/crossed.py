@@ -16,17 +16,35 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import blas, lapack
 
-from .. import _blockdiag, _schur
+from .. import _blockdiag, _crossed_dense, _schur
 from .._errors import DataError
 from .._sources.crossprod import CrossProducts
 from .._terms import ReTerm
-from .gradient import GradientAssembly, add_pair_terms, diagonal_term
+from .gradient import GradientAssembly, add_pair_terms
 
 MAX_DENSE = 4000  # above this many effects in the other terms, CHOLMOD's sparsity wins
 DENSE_FILL = 0.2  # L21 at least this full (and small): kept dense, S by one BLAS syrk
 DENSE_L21 = 2_000_000  # at most this many entries in a dense L21
-SCHUR_PANEL = 64  # columns of S per pass of the scalar Schur kernel (64 x m doubles in cache)
+SCHUR_PANEL = 64  # rows of S per pass of the scalar Schur kernel (64 x m doubles in cache)
 SCALAR_TRACE_MIN = 1e-3  # |theta_k| from which scalar terms' log|A| gradient uses diag(A^{-1})
+
+
+def _entry_order(j: np.ndarray, rows: np.ndarray, nlev: int, m: int) -> np.ndarray:
+    """The coupling entries' order by level j of term 1, then by row (the pairs are unique):
+    two stable radix sorts of 16-bit keys where they fit (1M entries: 45 ms; one sort of
+    the int64 key j m + row: 105 ms, lexsort 280 ms)."""
+    if nlev > 65536 or m > 65536:
+        return np.argsort(j * m + rows, kind="stable")
+    by_row = np.argsort(rows.astype(np.uint16), kind="stable")
+    return by_row[np.argsort(j[by_row].astype(np.uint16), kind="stable")]
+
+
+def _gathered(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """np.concatenate(parts)[order] as int64, without the gather where all are one value."""
+    first = parts[0][:1] if parts and len(parts[0]) else np.zeros(0, np.int64)
+    if len(first) and all(np.all(p == first[0]) for p in parts):
+        return np.full(len(order), first[0], dtype=np.int64)
+    return np.concatenate(parts)[order].astype(np.int64)
 
 
 class CrossedFactor:
@@ -79,7 +97,7 @@ class CrossedFactor:
         self.D = cp.D
         self.assembly = GradientAssembly(cp)
         j = np.concatenate(js) if js else np.zeros(0, np.int64)
-        order = np.lexsort((np.concatenate(rows), j))  # by level of term 1, then by row
+        order = _entry_order(j, np.concatenate(rows), t1.nlevels, self.m)
         sizes_e = np.concatenate([b.shape[1] * np.ones(len(b), np.int64) for b in blocks])
         flat = np.concatenate([b.ravel() for b in blocks]) if blocks else np.zeros(0)
         start = np.concatenate([[0], np.cumsum(sizes_e)[:-1]]).astype(np.int64)
@@ -92,14 +110,15 @@ class CrossedFactor:
                 start_e += len(pr.levels)
             else:
                 self._pair_entry.append(None)
-        self.j = j[order].astype(np.int64)
+        counts = np.bincount(j, minlength=t1.nlevels)
+        self.j = np.repeat(np.arange(t1.nlevels, dtype=np.int64), counts)  # = j[order]
         self.row = np.concatenate(rows)[order].astype(np.int64)
-        self.qe = np.concatenate(qes)[order].astype(np.int64)
-        self.toff = np.concatenate(toffs)[order].astype(np.int64)
+        self.qe = _gathered(qes, order)
+        self.toff = _gathered(toffs, order)
         self.ooff = start[order]
         self.O = flat
         self.ptr = np.zeros(t1.nlevels + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self.j, minlength=t1.nlevels), out=self.ptr[1:])
+        np.cumsum(counts, out=self.ptr[1:])
         self.W = np.zeros_like(flat)
         p1 = cp.XtXy.shape[0]
         self.L11 = np.zeros((t1.nlevels, t1.q, t1.q))
@@ -108,36 +127,32 @@ class CrossedFactor:
         self._ld1 = np.zeros(1)
         self._lower = np.tri(p1, dtype=bool)
         self.a22_idx = np.concatenate(self._a22_idx)
-        self.qvalues = np.unique(self.qe)  # the widths of the coupling blocks
+        self.qvalues = np.unique([terms[pr.u].q for pr in cp.pairs if pr.t == 0]).astype(np.int64)
         self.diag_idx = np.arange(self.m) * (self.m + 1)
         self._S = np.empty((self.m, self.m))  # the Schur complement, refilled per theta
         N1 = t1.nlevels * t1.q
         filled = sum(len(pr.levels) * pr.O.shape[1] * pr.O.shape[2] for pr in cp.pairs if pr.t == 0)
         self.dense = self.m * N1 <= DENSE_L21 and filled >= DENSE_FILL * self.m * N1
-        if self.dense:  # Z_1'WZ_u per later term u, (N1, l_u, q_u): columns as in S
-            self.G21T = [np.zeros((N1, t.nlevels, t.q)) for t in terms[1:]]
-            for pr in cp.pairs:
-                if pr.t == 0:
-                    j, k = pr.levels[:, 0], pr.levels[:, 1]
-                    for c in range(t1.q):  # O[m, c, a] = Z_1j[:, c]'W Z_uk[:, a]
-                        self.G21T[pr.u - 1][j * t1.q + c, k, :] = pr.O[:, c, :]
-            self._X = np.empty((N1, self.m))
-            self.L11inv = np.empty((t1.nlevels, t1.q, t1.q))
-            self._R = np.empty_like(self.L11inv)
+        if self.dense:
+            self._plan_dense(cp, N1)
         self.scalar = not self.dense and all(t.q == 1 for t in terms)
-        if self.scalar:  # scalar_schur's order of the entries by row of S, and W by entry
-            self._byrow = np.argsort(self.row, kind="stable").astype(np.int64)
-            self._rptr = np.zeros(self.m + 1, dtype=np.int64)
-            np.cumsum(np.bincount(self.row, minlength=self.m), out=self._rptr[1:])
+        self._a22_at = self.a22_idx  # where A22's values go in S (C order)
+        if self.scalar:  # O and W in entry order (W[ooff] only for the selected inverse)
+            self._Oe = self.O[self.ooff]
+            # scalar_schur fills S's upper triangle (C order): A22's entries transposed
+            self._a22_at = (self.a22_idx % self.m) * self.m + self.a22_idx // self.m
             self._We = np.zeros(len(self.row))
             self._cur = np.zeros(t1.nlevels, dtype=np.int64)
-            self._ce = np.zeros(len(self.row))
-        self._plan_selected_inverse()
+        self._at = self._last = self._grad_at = None  # the last update's theta and result
+        self._planned = False
+        if not self.scalar:  # the scalar gradient needs no selected inverse, unless theta ~ 0
+            self._plan_selected_inverse()
 
     def _plan_selected_inverse(self) -> None:
         """Index arrays of selected_inverse's gathers, once per design: the rows of S of
         each later term's levels, (l, q), and per pair where its blocks lie in Z21 (term 1
         with a later term) or in S^{-1} (two later terms)."""
+        self._planned = True
         q1 = self.terms[0].q
         self._rest_rows = [
             self.off[k] + np.arange(t.nlevels)[:, None] * t.q + np.arange(t.q)
@@ -177,13 +192,18 @@ class CrossedFactor:
         return np.concatenate(vals)
 
     def update(self, Ts: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        at = self._theta_key(Ts)
+        if at is not None and at == self._at:  # the factor is at Ts already (see _theta_key)
+            return self._last[0], self._last[1].copy()
+        self._at = None
         T1 = np.ascontiguousarray(Ts[0])
         _blockdiag.update(T1, self.D1, self.ZXY1, self.L11, self.c1, self._C1, self._ld1)
         ld1 = float(self._ld1[0])
         S = self._S
-        S.fill(0.0)
-        S.flat[self.a22_idx] = self._a22_values(Ts)
-        S.flat[self.diag_idx] += 1.0
+        if not (self.dense and self._dense_assign):  # else _dense_schur writes all of S
+            S.fill(0.0)
+            S.flat[self._a22_at] = self._a22_values(Ts)
+            S.flat[self.diag_idx] += 1.0
         rhs = np.vstack([(T.T @ Z).reshape(-1, Z.shape[2]) for T, Z in zip(Ts[1:], self.ZXY2)])
         if self.dense:
             self._dense_schur(Ts, S, rhs)
@@ -191,8 +211,8 @@ class CrossedFactor:
             Tflat = np.concatenate([np.ascontiguousarray(T).ravel() for T in Ts])
             if self.scalar:
                 _schur.scalar_schur(
-                    self.ptr, self.row, self.toff, self.ooff, self.O, Tflat, float(T1[0, 0]),
-                    self.L11, self.c1, self.W, self._We, self._cur, S, rhs, SCHUR_PANEL,
+                    self.ptr, self.row, self.toff, self._Oe, Tflat, float(T1[0, 0]),
+                    self.L11, self.c1, self._We, self._cur, S, rhs, SCHUR_PANEL,
                 )  # fmt: skip
             else:
                 _schur.schur(
@@ -200,30 +220,113 @@ class CrossedFactor:
                     self.L11, self.c1, self.W, S, rhs,
                 )  # fmt: skip
         # S's lower triangle (C order) is the upper one of S.T (Fortran order): LAPACK
-        # factors it in place, U'U = S with U = L22'
-        U, info = lapack.dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
+        # factors it in place, U'U = S with U = L22'; scalar terms: S's upper triangle,
+        # the lower one of S.T, L22 L22' = S there.  self._chol: (that factor, lower)
+        lower = int(self.scalar)
+        F, info = lapack.dpotrf(S.T, lower=lower, clean=0, overwrite_a=1)
         if info != 0:
             raise DataError("the random-effects system is not positive definite")
-        self.L22 = U.T
-        self.c2, _ = lapack.dtrtrs(U, rhs, lower=0, trans=1)  # L22^{-1} rhs
-        ldL2 = ld1 + 2.0 * np.sum(np.log(U.diagonal()))
+        self._chol = (F, lower)
+        self.L22 = F if lower else F.T
+        self.c2, _ = lapack.dtrtrs(F, rhs, lower=lower, trans=1 - lower)  # L22^{-1} rhs
+        ldL2 = ld1 + 2.0 * np.sum(np.log(F.diagonal()))
         C1 = np.where(self._lower, self._C1[0], self._C1[0].T)  # its lower half mirrored
-        return ldL2, C1 + self.c2.T @ self.c2
+        C = C1 + self.c2.T @ self.c2
+        if at is not None:
+            self._at, self._last, self._grad_at = at, (ldL2, C.copy()), None
+        return ldL2, C
+
+    def _theta_key(self, Ts: list[np.ndarray]) -> bytes | None:
+        """Scalar terms: theta's bytes, so that a repeated evaluation at the factor's theta
+        (the optimum check's at the optimizer's end point, the fit's final decomposition
+        after the polish) reuses the factor, its result and the gradient."""
+        if not self.scalar:
+            return None
+        return np.array([T[0, 0] for T in Ts], dtype=np.float64).tobytes()
+
+    def _plan_dense(self, cp: CrossProducts, N1: int) -> None:
+        """Buffers and block tables of the dense path (src/_crossed_dense.pyx): G12 =
+        Z_1'WZ_2 as one dense N1 x m matrix (columns as in S), and per level k of a later
+        term its rows of S (bstart), its term (bterm) and the offsets of its T (btoff,
+        into the later terms' T's, row-major) and of its block of G (in Dflat)."""
+        t1, rest = self.terms[0], self.terms[1:]
+        self._G12 = np.zeros((N1, self.m))
+        for pr in cp.pairs:
+            if pr.t == 0:
+                j, k = pr.levels[:, 0], pr.levels[:, 1]
+                cols = self.off[pr.u - 1] + k[:, None] * pr.O.shape[2] + np.arange(pr.O.shape[2])
+                for c in range(t1.q):  # O[m, c, a] = Z_1j[:, c]'W Z_uk[:, a]
+                    self._G12[j[:, None] * t1.q + c, cols] = pr.O[:, c, :]
+        tq = np.array([t.q for t in rest], dtype=np.int64)
+        self._tq = tq
+        self._ttoff = np.concatenate([[0], np.cumsum(tq * tq)[:-1]]).astype(np.int64)
+        self._bterm = np.repeat(np.arange(len(rest)), [t.nlevels for t in rest]).astype(np.int64)
+        self._bstart = np.append(np.concatenate(
+            [self.off[k] + np.arange(t.nlevels) * t.q for k, t in enumerate(rest)]
+        ), self.m).astype(np.int64)  # fmt: skip
+        self._btoff = self._ttoff[self._bterm]
+        self._Dflat = np.concatenate([np.ascontiguousarray(D).ravel() for D in cp.D[1:]])
+        # no pairs of two later terms: A22 + I is block-diagonal, S written by the kernel
+        # alone (its upper triangle, C order, stays 0)
+        self._dense_assign = all(pr.t == 0 for pr in cp.pairs)
+        self._S = np.zeros((self.m, self.m))
+        qmax = max(t.q for t in self.terms)
+        self._work = np.empty((4, qmax * qmax))
+        self._buf = np.empty((2, qmax * self.m))
+        self._M = np.empty((len(rest) ** 2, qmax**4))
+        self._frest = np.empty((len(rest), qmax, qmax))
+        self._P = np.empty((t1.nlevels, t1.q, self.m))  # L11_j^{-1} T1' G12_j per level
+        self._H = np.zeros((self.m, self.m))  # P'P in the lower triangle (C order), 0 above
+        self._X = np.empty((N1, self.m))  # G12 Lambda_2, then L22^{-1} (G12 Lambda_2)'
+        self._K = np.empty((t1.nlevels, t1.q, t1.q))
+        self._Sinv = np.empty((self.m, self.m))
+        self.L11inv = np.empty((t1.nlevels, t1.q, t1.q))
+        self._R = np.empty_like(self.L11inv)
 
     def _dense_schur(self, Ts: list[np.ndarray], S: np.ndarray, rhs: np.ndarray) -> None:
-        """L21' = Lambda_1' Z_1'WZ_2 Lambda_2 with each level block times L11_j^{-1}, kept as
-        one dense N1 x m matrix FT (a gemm by T_u per later term, a batched gemm by
-        L11_j^{-1} T1' per level); S -= FT'FT (BLAS syrk, lower half); rhs -= FT'c1."""
+        """L21 = Lambda_2' P' with P = L11^{-1} Lambda_1' G12 (per level of term 1, N1 x m):
+        H = P'P (BLAS syrk, lower half), S -= Lambda_2' H Lambda_2 (H Lambda_2 by one gemm,
+        then T_k' per block row of S; S := A22 + I - ... where A22 is block-diagonal),
+        rhs -= Lambda_2' P' c1.  H is kept for the gradient."""
         n1, q1 = self.L11.shape[:2]
         _schur.first_factors(np.ascontiguousarray(Ts[0]), self.L11, self.L11inv, self._R)
-        X = self._X
-        for k, (GT, T) in enumerate(zip(self.G21T, Ts[1:])):
-            q = T.shape[0]
-            X[:, self.off[k] : self.off[k + 1]] = (GT.reshape(-1, q) @ T).reshape(len(GT), -1)
-        FT = np.matmul(self._R.transpose(0, 2, 1), X.reshape(n1, q1, self.m)).reshape(n1 * q1, -1)
-        self.F = FT.T  # L21 (m x N1, Fortran order)
-        blas.dsyrk(-1.0, self.F, beta=1.0, c=S.T, trans=0, lower=0, overwrite_c=1)
-        rhs -= self.F @ self.c1.reshape(n1 * q1, -1)
+        P = np.matmul(self._R.transpose(0, 2, 1), self._G12.reshape(n1, q1, -1), out=self._P)
+        P = P.reshape(n1 * q1, -1)
+        H = blas.dsyrk(1.0, P.T, beta=0.0, c=self._H.T, trans=0, lower=0, overwrite_c=1)
+        self._H = H.T  # in place
+        self._Ts = [np.ascontiguousarray(T) for T in Ts]
+        self._Tflat2 = np.concatenate([T.ravel() for T in self._Ts[1:]])
+        Y = self._times_lambda2(self._H, self._Ts, out=self._Sinv)  # scratch until gradient
+        _crossed_dense.congruence_subtract(
+            self._H, Y, self._bstart, self._btoff, self._Tflat2, self._Dflat,
+            self._dense_assign, self._work, S,
+        )  # fmt: skip
+        rhs -= self._lambda2_times(P.T @ self.c1.reshape(n1 * q1, -1), Ts, trans=True)
+
+    def _lambda2_times(self, B: np.ndarray, Ts, trans: bool = False) -> np.ndarray:
+        """Lambda_2 B (Lambda_2' B if trans) for B with the rows of S, (m, k)."""
+        out = np.empty_like(B)
+        for k, T in enumerate(Ts[1:]):
+            r = slice(self.off[k], self.off[k + 1])
+            out[r] = ((T.T if trans else T) @ B[r].reshape(-1, T.shape[0], B.shape[1])).reshape(
+                -1, B.shape[1]
+            )
+        return out
+
+    def _times_lambda2(self, A: np.ndarray, Ts, out: np.ndarray | None = None) -> np.ndarray:
+        """A Lambda_2 for A with the columns of S, (r, m)."""
+        out = np.empty_like(A) if out is None else out
+        for k, T in enumerate(Ts[1:]):
+            c = slice(self.off[k], self.off[k + 1])
+            if len(Ts) == 2:  # one later term: one gemm in place
+                np.matmul(A.reshape(-1, T.shape[0]), T, out=out.reshape(-1, T.shape[0]))
+            else:
+                out[:, c] = (A[:, c].reshape(-1, T.shape[0]) @ T).reshape(len(A), -1)
+        return out
+
+    def _L21(self) -> np.ndarray:
+        """L21 = (P Lambda_2)' (m x N1, Fortran order) at the last update."""
+        return self._times_lambda2(self._P.reshape(-1, self.m), self._Ts).T
 
     def _L11inv(self) -> np.ndarray:
         if not self.dense:  # the dense path computes it in update()
@@ -233,14 +336,20 @@ class CrossedFactor:
     def back_solve(self, c1: np.ndarray, c2: np.ndarray) -> list[np.ndarray]:
         """L^{-T} [c1; c2] per term as (l, q, k): x2 = L22^{-T} c2, x1_j = L11_j^{-T}(c1_j -
         L21_j' x2); c1 is (n1, q1, k), c2 (m, k)."""
-        x2, _ = lapack.dtrtrs(self.L22.T, c2, lower=0)  # L22' x2 = c2 (L22' upper, Fortran)
+        F, lower = self._chol
+        x2, _ = lapack.dtrtrs(F, c2, lower=lower, trans=lower)  # L22' x2 = c2
         n1, q1 = self.L11.shape[:2]
         if self.dense:
-            r1 = c1 - (self.F.T @ x2).reshape(n1, q1, -1)
+            r1 = c1 - (self._P.reshape(n1 * q1, -1) @ self._lambda2_times(x2, self._Ts)).reshape(
+                n1, q1, -1
+            )  # L21' x2 = P Lambda_2 x2
         else:
             r1 = np.array(c1, dtype=np.float64, order="C")
             x2 = np.ascontiguousarray(x2)
-            _schur.lt_times_first(self.ptr, self.row, self.qe, self.ooff, self.W, x2, r1)
+            if self.scalar:
+                _schur.scalar_lt_times_first(self.ptr, self.row, self._We, x2, r1)
+            else:
+                _schur.lt_times_first(self.ptr, self.row, self.qe, self.ooff, self.W, x2, r1)
         if q1 == 1:  # a scalar term 1: L11_j^{-T} is a division
             x1 = r1 / self.L11
         else:
@@ -256,17 +365,23 @@ class CrossedFactor:
         diagonal blocks L11_j^{-T} L11_j^{-1} - (sum_e Z21_e' L21_e) L11_j^{-1}.
         Returns the diagonal blocks per term, (l, q, q), and the blocks of every pair of
         cp.pairs, (npair, q_t, q_u)."""
-        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C) of S^{-1}
+        if not self._planned:
+            self._plan_selected_inverse()
+        F, lower = self._chol
+        Zinv, info = lapack.dpotri(F, lower=lower)  # S^{-1} in the factor's triangle
         if info != 0:
             raise FloatingPointError("cannot invert the Schur complement")
-        Z22 = Zinv.T
+        Z22 = Zinv if lower else Zinv.T  # S^{-1} in its lower triangle
         Z22 = np.tril(Z22) + np.tril(Z22, -1).T
         Linv = self._L11inv()
         n1, q1 = Linv.shape[:2]
         if self.dense:
-            Z21 = (-(Z22 @ self.F)).reshape(self.m, n1, q1).transpose(1, 0, 2) @ Linv
-            M = Z21.transpose(0, 2, 1) @ self.F.reshape(self.m, n1, q1).transpose(1, 0, 2)
+            F = self._L21()
+            Z21 = (-(Z22 @ F)).reshape(self.m, n1, q1).transpose(1, 0, 2) @ Linv
+            M = Z21.transpose(0, 2, 1) @ F.reshape(self.m, n1, q1).transpose(1, 0, 2)
         else:
+            if self.scalar:  # scalar_schur keeps W in entry order
+                self.W[self.ooff] = self._We
             Z21 = np.zeros_like(self.W)
             M = np.zeros((n1, q1, q1))
             _schur.selinv_first(self.ptr, self.row, self.qe, self.ooff, self.W, Z22, Linv, Z21, M)
@@ -284,6 +399,11 @@ class CrossedFactor:
 
     def gradient(self, Ts, beta, P, scale: float, reml: bool) -> np.ndarray:
         """d objective / d theta at the last update (see gradient.py)."""
+        key = None
+        if self.scalar and self._at is not None and self._theta_key(Ts) == self._at:
+            key = (beta.tobytes(), None if P is None else P.tobytes(), float(scale), bool(reml))
+            if self._grad_at is not None and self._grad_at[0] == key:
+                return self._grad_at[1].copy()
         Y = self.back_solve(self.c1, self.c2)
         if self.dense:
             F = self._dense_logdet_gradient(Ts)
@@ -293,41 +413,53 @@ class CrossedFactor:
         theta = np.array([float(T[0, 0]) for T in Ts]) if self.scalar else None
         if self.scalar and np.all((theta == 0.0) | (np.abs(theta) >= SCALAR_TRACE_MIN)):
             F = [np.array([[f]]) for f in self._scalar_logdet_gradient(theta)]
-            return self.assembly.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
-        Zd, Zp = self.selected_inverse()
-        return self.assembly.gradient(Ts, Zd, Zp, Y, beta, P, scale, reml)
+            g = self.assembly.with_solution_terms(F, Ts, Y, beta, P, scale, reml)
+        else:
+            Zd, Zp = self.selected_inverse()
+            g = self.assembly.gradient(Ts, Zd, Zp, Y, beta, P, scale, reml)
+        if key is not None:
+            self._grad_at = (key, np.array(g, copy=True))
+        return g
 
     def _dense_logdet_gradient(self, Ts: list[np.ndarray]) -> list[np.ndarray]:
-        """d log|A| / d T_t per term, (q, q), for a dense L21 = F without forming the blocks
-        of A^{-1} one pair at a time.  With Y = S^{-1} F (one dsymm; m x N1), the blocks of
-        A^{-1} below term 1 are Z21 = -Y L11^{-1} (per level) and the pairs' share of
-        2 tr(A^{-1} Lambda'G Lambda-dot) is, with X = G12 Lambda_2 and R_j = T1 L11_j^{-T},
+        """d log|A| / d T_t per term, (q, q), for a dense L21, from small blocks only.
 
-            term 1:     -2 sum_j L11_j^{-T} Y_j' X_j'        (q1 x q1 per level)
-            term u > 1: -2 sum_{r, k} (R Y')[r, k a] G12[r, k b]   (one gemm per term);
+        d log|A| = 2 tr(A^{-1} Lambda'G Lambda-dot).  With X = G12 Lambda_2 (N1 x m),
+        K_j = X_j S^{-1} X_j' (q1 x q1 per level j of term 1; X_j its rows) and
+        E_j = A11_j^{-1} T1', term 1's diagonal blocks of A^{-1} are A11_j^{-1} + E_j K_j E_j'
+        and those of (A^{-1})_12 Lambda_2'G21 are -E_j K_j, so
 
-        term 1's diagonal blocks are L11_j^{-T}(I + Y_j'F_j)L11_j^{-1}, the others' and the
-        pairs of later terms are read from the lower triangle of S^{-1}."""
+            term 1:     2 sum_j E_j D_j + E_j K_j (T1 E_j D_j - I);
+
+        K_j = W_j'W_j with W = L22^{-1} X' (one triangular solve, m^2 N1 flops).  Below
+        term 1, (A^{-1})_21 Lambda_1'G12 = -S^{-1} Lambda_2' H (H = P'P from update), so
+        with Z = S^{-1} (dpotri; lower triangle)
+
+            term u > 1: 2 sum_{k in u} Z_kk T_u' D_k - sum_l Z_kl T_l' H_lk
+
+        (blocks of the levels k, l of the later terms; O(m^2 q^2) flops, no S^{-1} L21),
+        plus the pairs of later terms read from Z.  Nothing divides by theta: exact at
+        singular T."""
         n1, q1 = self.L11.shape[:2]
-        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C)
+        X = self._times_lambda2(self._G12, self._Ts, out=self._X)
+        W = blas.dtrsm(1.0, self.L22.T, X.T, side=0, lower=0, trans_a=1, overwrite_b=1).T
+        _crossed_dense.level_grams(W, self._K)  # W' = L22^{-1} X', in X's place
+        f1 = np.empty((q1, q1))
+        _crossed_dense.first_term_gradient(
+            self.L11inv, self._Ts[0], self.D1, self._K, self._work, f1
+        )
+        np.copyto(self._Sinv, self.L22)
+        Z, info = lapack.dpotri(self._Sinv.T, lower=0, overwrite_c=1)  # upper (F) = lower (C)
         if info != 0:
             raise FloatingPointError("cannot invert the Schur complement")
-        Y = blas.dsymm(1.0, Zinv, self.F, side=0, lower=0)  # S^{-1} L21 (m x N1, Fortran)
-        YT = Y.T.reshape(n1, q1, self.m)
-        Linv = self.L11inv
-        K = YT @ self.F.T.reshape(n1, q1, self.m).transpose(0, 2, 1)  # Y_j'F_j
-        K[:, np.arange(q1), np.arange(q1)] += 1.0
-        Zd1 = Linv.transpose(0, 2, 1) @ K @ Linv
-        F = [diagonal_term(Zd1, Ts[0], self.D[0])]
-        C = YT @ self._X.reshape(n1, q1, self.m).transpose(0, 2, 1)  # Y_j'X_j'
-        F[0] -= 2.0 * np.tensordot(Linv, C, ([0, 1], [0, 1]))
-        RY = (self._R @ YT).reshape(n1 * q1, self.m)  # -(Z21 Lambda_1')'
-        Z22 = Zinv.T.ravel()  # C order: the lower triangle holds S^{-1}
-        for k, (T, GT) in enumerate(zip(Ts[1:], self.G21T)):
-            q = T.shape[0]
-            f = diagonal_term(Z22[self._rest_diag_flat[k]], T, self.D[k + 1])
-            f -= 2.0 * (RY[:, self.off[k] : self.off[k + 1]].reshape(-1, q).T @ GT.reshape(-1, q))
-            F.append(f)
+        out = self._frest
+        _crossed_dense.rest_gradient(
+            Z.T, self._H, self._bstart, self._btoff, self._bterm, self.off, self._tq,
+            self._ttoff, self._Tflat2, self._Dflat, self._buf[0], self._buf[1], self._M,
+            self._work, out,
+        )  # fmt: skip
+        F = [2.0 * f1] + [2.0 * out[k, :q, :q] for k, q in enumerate(self._tq)]
+        Z22 = Z.T.ravel()
         for i, flat in zip(self._rest_pairs, self._rest_pair_flat):
             add_pair_terms(F, self.pairs[i], Z22[flat], Ts)  # S^{-1}[ru, rt] = [rt, ru]
         return F
@@ -335,10 +467,10 @@ class CrossedFactor:
     def _dense_G_times(self, v: list[np.ndarray]) -> list[np.ndarray]:
         """G v (as GradientAssembly.G_times) with the pairs of term 1 by the dense G12."""
         out = self.assembly.G_times(v, self._rest_pairs)
-        N1 = len(self.G21T[0])
+        N1 = len(self._G12)
         v1 = v[0].reshape(N1, -1)
-        for k, GT in enumerate(self.G21T, start=1):
-            G = GT.reshape(N1, -1)
+        for k in range(1, len(v)):
+            G = self._G12[:, self.off[k - 1] : self.off[k]]
             out[0] += (G @ v[k].reshape(G.shape[1], -1)).reshape(out[0].shape)
             out[k] += (G.T @ v1).reshape(out[k].shape)
         return out
@@ -351,13 +483,13 @@ class CrossedFactor:
         d log|A| / d theta_k = 2 tr(A^{-1}(A - I) P_k) / theta_k
                              = 2 sum_{i in k} (1 - (A^{-1})_ii) / theta_k,
         and 0 at theta_k = 0 (A is even in theta_k).  The diagonal of A^{-1} is S^{-1}'s
-        below term 1 (dpotri, its lower triangle) and (1 + w_j'S^{-1} w_j) / L11_j^2 on
-        term 1 (_schur.scalar_condvar, which reads S^{-1}'s entries on the pairs of rows
-        that share a level of term 1, lower triangle only): no pair blocks and no full
+        below term 1 (dpotri) and (1 + w_j'S^{-1} w_j) / L11_j^2 on term 1
+        (_schur.scalar_condvar, which reads S^{-1}'s entries on the pairs of rows that share
+        a level of term 1, its upper triangle in C order only): no pair blocks and no full
         symmetric copy of S^{-1}.  The subtraction loses ~n_k eps / theta_k, hence
         SCALAR_TRACE_MIN (below it the selected inverse on the pattern is used).
         """
-        Zinv, info = lapack.dpotri(self.L22.T, lower=0)  # upper (Fortran) = lower (C)
+        Zinv, info = lapack.dpotri(self._chol[0], lower=1)  # lower (Fortran) = upper (C)
         if info != 0:
             raise FloatingPointError("cannot invert the Schur complement")
         acc = np.zeros_like(self.L11)

@@ -29,13 +29,19 @@ class GradientAssembly:
 
     def __init__(self, cp: CrossProducts):
         self.cp = cp
-        self.G = []  # per pair: Z_t'W Z_u as a sparse (l_t q_t) x (l_u q_u) matrix
-        for pr in cp.pairs:
+        self._G = [None] * len(cp.pairs)  # per pair, built on first use (pair_G)
+
+    def pair_G(self, i: int) -> sp.csr_matrix:
+        """Z_t'W Z_u of pair i as a sparse (l_t q_t) x (l_u q_u) matrix, built on first use
+        (a factor with its own product for some pairs never builds theirs)."""
+        if self._G[i] is None:
+            cp, pr = self.cp, self.cp.pairs[i]
             n, qt, qu = pr.O.shape
             lt, lu = len(cp.D[pr.t]), len(cp.D[pr.u])
             m, c, d = np.indices((n, qt, qu)).reshape(3, -1)
             rows, cols = pr.levels[m, 0] * qt + c, pr.levels[m, 1] * qu + d
-            self.G.append(sp.csr_matrix((pr.O.ravel(), (rows, cols)), shape=(lt * qt, lu * qu)))
+            self._G[i] = sp.csr_matrix((pr.O.ravel(), (rows, cols)), shape=(lt * qt, lu * qu))
+        return self._G[i]
 
     def G_times(self, v: list[np.ndarray], pairs=None) -> list[np.ndarray]:
         """G v, v per term as (l, q, k): the diagonal blocks batched, each pair's blocks
@@ -44,7 +50,7 @@ class GradientAssembly:
         cp = self.cp
         out = [D @ vt for D, vt in zip(cp.D, v)]
         for i in range(len(cp.pairs)) if pairs is None else pairs:
-            pr, G = cp.pairs[i], self.G[i]
+            pr, G = cp.pairs[i], self.pair_G(i)
             vt, vu = v[pr.t], v[pr.u]
             out[pr.t] += (G @ vu.reshape(G.shape[1], -1)).reshape(out[pr.t].shape)
             out[pr.u] += (G.T @ vt.reshape(G.shape[0], -1)).reshape(out[pr.u].shape)
