@@ -40,18 +40,22 @@ def newton_polish(fg, x: np.ndarray, lower: np.ndarray, at=None):
         f, g, Hall = at
         nevals = 0
     H, free0 = None, None
+    lows = np.asarray(lower, dtype=np.float64).tolist()  # the tests in Python floats
     for _ in range(STEPS):
-        free = ~((x <= lower) & (g >= 0))
-        every = free.all()
-        if not (every or free.any()):
+        flags = [
+            not (a <= b and c >= 0) for a, b, c in zip(x.tolist(), lows, np.asarray(g).tolist())
+        ]
+        every = all(flags)
+        if not (every or any(flags)):
             break
-        if H is None or free.tobytes() != free0:  # later steps reuse the Hessian
+        free = np.array(flags)
+        if H is None or flags != free0:  # later steps reuse the Hessian
             if Hall is not None:  # every step uses the Hessian at the start
                 H = Hall if every else Hall[np.ix_(free, free)]
             else:
                 H, k = gradient_hessian(fg, x, g, lower, free)
                 nevals += k
-            free0 = free.tobytes()
+            free0 = flags
             try:  # once per Hessian
                 definite = not np.any(np.linalg.eigvalsh(H) <= 0)
             except np.linalg.LinAlgError:
@@ -79,8 +83,8 @@ def newton_polish(fg, x: np.ndarray, lower: np.ndarray, at=None):
             break
     # a bounded parameter within SNAP of its bound, where the objective is flat to rounding
     # (the gradient's rounding error grows as 1/theta there): on the bound, as lme4 ends
-    near = np.flatnonzero((x > lower) & (x < lower + SNAP))
-    if len(near):
+    near = [i for i, (a, b) in enumerate(zip(x.tolist(), lows)) if a > b and a < b + SNAP]
+    if near:
         xs = x.copy()
         xs[near] = lower[near]
         fs = fg(xs)[0]
@@ -91,8 +95,14 @@ def newton_polish(fg, x: np.ndarray, lower: np.ndarray, at=None):
 
 
 def _negligible(step: np.ndarray, x: np.ndarray) -> bool:
-    """max|step| <= STEP_TOL * max(1, max|x|) (False where either holds a NaN)."""
-    return bool(np.abs(step).max() <= STEP_TOL * max(1.0, float(np.abs(x).max())))
+    """np.max(np.abs(step)) <= STEP_TOL * max(1.0, np.max(np.abs(x))), in Python floats."""
+    return _amax(step) <= STEP_TOL * max(1.0, _amax(x))
+
+
+def _amax(v: np.ndarray) -> float:
+    """np.max(np.abs(v)) of a short non-empty vector: NaN if it holds one, as numpy's."""
+    a = [abs(t) for t in v.tolist()]
+    return math.nan if any(t != t for t in a) else max(a)
 
 
 def gradient_hessian(fg, x, g, lower, free=None, forward=False):
