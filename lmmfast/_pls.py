@@ -22,6 +22,7 @@ cross-product blocks of [Z X y]'W[Z X y], never the rows.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import partial
 
@@ -93,8 +94,8 @@ class ProfiledDeviance:
         # a many-level fixed factor beside one grouping factor: its indicators eliminated
         # first, no p x p factorization per evaluation (lmmfast/_eliminate.py)
         self.elim = _eliminate.plan(cp, self.factor)
-        cuts = np.cumsum([0] + [t.ntheta for t in terms])
-        self.slices = [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+        cuts = [0, *itertools.accumulate(t.ntheta for t in terms)]
+        self.slices = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
         self.nevals = 0
         self._nmp = self.n - self.p if reml else self.n
         # one grouping factor and a narrow X (the common small fit): an evaluation in its few

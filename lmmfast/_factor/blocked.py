@@ -7,6 +7,8 @@ machinery: the common case (students in schools, patients over time) and the fas
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy.linalg import blas, solve_triangular
 
@@ -30,12 +32,15 @@ class BlockedFactor:
 
     def __init__(self, cp: CrossProducts, terms: list[ReTerm]):
         self.terms = terms
-        self.qoff = np.concatenate([[0], np.cumsum([t.q for t in terms])])
+        self.qoff = np.array([0, *itertools.accumulate(t.q for t in terms)])
         Q, nlev, p1 = int(self.qoff[-1]), terms[0].nlevels, cp.XtXy.shape[0]
-        B = np.zeros((nlev, Q, Q))
-        for k, D in enumerate(cp.D):
-            s = self._cols(k)
-            B[:, s, s] = D
+        if len(terms) == 1:  # its D is B
+            B = np.array(cp.D[0], dtype=np.float64, order="C")
+        else:
+            B = np.zeros((nlev, Q, Q))
+            for k, D in enumerate(cp.D):
+                s = self._cols(k)
+                B[:, s, s] = D
         for pr in cp.pairs:  # terms on the same factor: level j pairs with level j
             st, su = self._cols(pr.t), self._cols(pr.u)
             B[pr.levels[:, 0], st, su] = pr.O

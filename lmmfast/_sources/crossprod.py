@@ -61,7 +61,7 @@ class RowData:
                 self.pair_levels.append(levels)
         self.pair_idx = _stack(idx, self.n, itype)
         self.qs = np.array([t.q for t in terms], dtype=np.int64)
-        self.zoff = np.concatenate([[0], np.cumsum(self.qs)[:-1]]).astype(np.int64)
+        self.zoff = _offsets([t.q for t in terms])
         cols = _Columns(self.n)
         # a sparse X (many-level factors) is multiplied by scipy; the kernel reads y and Z only
         self.Xs = Xcols.matrix if isinstance(Xcols, SparseColumns) else None
@@ -130,8 +130,8 @@ class RowData:
         if self.Xs is not None:  # X beta by scipy; the kernel adds Z b
             out += self.Xs[:, keep] @ beta
             keep, beta = keep[:0], beta[:0]
-        flat = np.concatenate([bt.ravel() for bt in b])
-        boff = np.concatenate([[0], np.cumsum([bt.size for bt in b])[:-1]]).astype(np.int64)
+        flat = np.concatenate([bt.ravel() for bt in b]) if len(b) > 1 else b[0].ravel()
+        boff = _offsets([bt.size for bt in b])
         _assemble.fitted(
             self.codes, self.cols, self.xcol[keep], np.ascontiguousarray(beta, dtype=np.float64),
             self.zcol, self.zoff, self.qs, flat, boff, out, self.threads,
