@@ -59,6 +59,7 @@ class BlockedFactor:
         cols = [o + a for k, t in enumerate(terms) for o in [int(self.qoff[k])]
                 for b in range(t.q) for a in range(b, t.q)]  # fmt: skip
         self._theta_at = (np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp))
+        self._theta_flat = self._theta_at[0] * Q + self._theta_at[1]  # the same, in F[0].ravel()
         # many fixed effects (a factor with many levels): the kernel does the blocks and y,
         # BLAS the p-wide part (R_ZX and R_ZX'R_ZX: nlev Q p^2 flops at BLAS speed)
         self.wide = p1 > WIDE_X
@@ -164,7 +165,9 @@ class BlockedFactor:
         self._kernel.gradient(
             T, np.ascontiguousarray(beta, dtype=float), np.ascontiguousarray(P), scale, reml
         )
-        return (F[0] if self.threads == 1 else _sum_chunks(F))[self._theta_at]
+        if self.threads == 1:  # F[0][self._theta_at], by one take from its flat buffer
+            return F.take(self._theta_flat)
+        return _sum_chunks(F)[self._theta_at]
 
     def _reml_HPH(self, T: np.ndarray, RX: np.ndarray) -> np.ndarray:
         """sum_j H_j P H_j' with H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj and P = (R_X'R_X)^{-1}."""
