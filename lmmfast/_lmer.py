@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import warnings
 from dataclasses import replace
 from typing import Any
@@ -468,8 +469,10 @@ def _theta_scale(terms, cp, n: int) -> np.ndarray:
     (from the cross-products: sum_j D_j[a, a] = sum_i w_i z_ia^2), else 1."""
     out = []
     for t, D in zip(terms, cp.D):
-        rms = np.sqrt(np.maximum(np.einsum("jaa->a", D), 1e-300) / n)
-        s = np.where((rms < EXTREME[0]) | (rms > EXTREME[1]), 1.0 / rms, 1.0)
+        s = []
+        for v in np.einsum("jaa->a", D).tolist():  # in Python floats: the same arithmetic
+            rms = math.sqrt(max(v, 1e-300) / n)
+            s.append(1.0 / rms if rms < EXTREME[0] or rms > EXTREME[1] else 1.0)
         out += [s[a] for b in range(t.q) for a in range(b, t.q)]
     return np.array(out)
 

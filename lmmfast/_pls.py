@@ -22,6 +22,7 @@ cross-product blocks of [Z X y]'W[Z X y], never the rows.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import partial
 
@@ -41,7 +42,7 @@ from ._factor.crossed import CrossedFactor
 from ._factor.krylov import KrylovFactor
 from ._factor.sparse import SparseFactor
 from ._sources.crossprod import CrossProducts
-from ._terms import ReTerm
+from ._terms import ReTerm, _lower_flat
 
 
 @dataclass(eq=False)
@@ -93,15 +94,42 @@ class ProfiledDeviance:
         # a many-level fixed factor beside one grouping factor: its indicators eliminated
         # first, no p x p factorization per evaluation (lmmfast/_eliminate.py)
         self.elim = _eliminate.plan(cp, self.factor)
-        cuts = np.cumsum([0] + [t.ntheta for t in terms])
-        self.slices = [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+        cuts = [0, *itertools.accumulate(t.ntheta for t in terms)]
+        self.slices = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
         self.nevals = 0
+        self._nmp = self.n - self.p if reml else self.n
+        # one grouping factor and a narrow X (the common small fit): an evaluation in its few
+        # steps (T built once, the Schur complement's lower half, the factor's own buffers),
+        # the same arithmetic as the general path, bit for bit
+        f = self.factor
+        self._blocked = type(f) is BlockedFactor and self.elim is None and not f.wide
+        self._Tbuf = None  # one term: its T written in place (ReTerm.T's values)
+        if self._blocked and len(terms) == 1:
+            q = terms[0].q
+            self._Tflat, self._Tpos = np.zeros(q * q), _lower_flat(q)
+            self._Tbuf = self._Tflat.reshape(q, q)
 
     def Ts(self, theta: np.ndarray) -> list[np.ndarray]:
         """Each term's relative covariance factor T (Lambda repeats it once per level)."""
         return [t.T(theta[s]) for t, s in zip(self.terms, self.slices)]
 
+    def _T(self, theta: np.ndarray) -> np.ndarray:
+        """blockdiag(T_1, ..., T_K) at theta (a blocked factor's per-level factor of Lambda)."""
+        theta = np.asarray(theta, dtype=np.float64)
+        if self._Tbuf is not None:  # read by the kernels of this evaluation only
+            self._Tflat[self._Tpos] = theta
+            return self._Tbuf
+        return self.factor._T(self.Ts(theta))
+
+    def _decompose_blocked(self, T: np.ndarray) -> Decomposition:
+        ldL2, C = self.factor.update_lower(T)  # potrf reads the lower half only
+        R = self._cholesky(self.XtXy - C)
+        d = R.diagonal()
+        return Decomposition(ldL2, 2.0 * np.log(d[:-1]).sum(), d[-1] ** 2, R)
+
     def decompose(self, theta: np.ndarray, Ts: list[np.ndarray] | None = None) -> Decomposition:
+        if self._blocked:
+            return self._decompose_blocked(self._T(theta) if Ts is None else self.factor._T(Ts))
         if Ts is None:
             Ts = self.Ts(np.asarray(theta, dtype=np.float64))
         if self.elim is not None:
@@ -145,9 +173,16 @@ class ProfiledDeviance:
         """phi(theta) and its gradient (Bates & DebRoy 2004: the log-determinant, pwrss by
         the envelope theorem, and for REML log|X'V^{-1}X|), from the cross-products only."""
         self.nevals += 1
+        if self._blocked:
+            T = self._T(theta)
+            dec = self._decompose_blocked(T)
+            RX = dec.RX
+            P = _inverse(RX.T @ RX) if len(RX) else np.zeros((0, 0))
+            grad = self.factor.gradient_T(T, dec.beta, P, self._nmp / dec.pwrss, self.reml)
+            return self.objective(dec), grad
         Ts = self.Ts(np.asarray(theta, dtype=np.float64))
         dec = self.decompose(theta, Ts)
-        nmp = self.n - self.p if self.reml else self.n
+        nmp = self._nmp
         if self.elim is not None:  # the eliminated indicators: P by their block system
             hph = partial(self.elim.reml_hph, dec)
             grad = self.factor.gradient(Ts, dec.beta, None, nmp / dec.pwrss, self.reml, hph=hph)
@@ -185,8 +220,14 @@ def _exact_fit() -> DataError:
 def _inverse(A: np.ndarray) -> np.ndarray:
     """inv(A) as numpy's (LAPACK's gesv on the identity), called directly: numpy's inv costs
     4x the work on a small fit's 3 x 3."""
-    _, _, x, info = _gesv(A, np.eye(len(A)), overwrite_b=1)
+    eye = _EYE.get(len(A))
+    if eye is None:
+        eye = _EYE.setdefault(len(A), np.eye(len(A)))
+    _, _, x, info = _gesv(A, eye, overwrite_b=0)  # gesv solves in a copy of the identity
     return x if info == 0 else np.linalg.inv(A)
+
+
+_EYE: dict[int, np.ndarray] = {}  # identities by order, for _inverse
 
 
 def _choose_factorization(cp: CrossProducts, terms: list[ReTerm], like=None, method="auto"):

@@ -15,6 +15,8 @@ dense solve per column before (p^4/3, 17 s for a 500-level factor on a busy mach
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.linalg import solve_triangular
 
@@ -26,6 +28,8 @@ def independent_columns(XtX: np.ndarray, tol: float = TOL) -> np.ndarray:
     """Indices of the columns kept, in order."""
     XtX = np.asarray(XtX, dtype=np.float64)
     p = XtX.shape[0]
+    if p <= SMALL:
+        return np.array(_small(XtX.tolist(), tol), dtype=np.int64)
     # unit diagonal first: the residuals are then relative to each column's own norm, and
     # columns of very different scales (a 0/1 indicator next to the intercept) round alike
     d = np.sqrt(np.diag(XtX).clip(min=0.0))
@@ -48,6 +52,30 @@ def independent_columns(XtX: np.ndarray, tol: float = TOL) -> np.ndarray:
             L[k : k + len(new), k : k + len(new)] = np.linalg.cholesky(S[np.ix_(new, new)])
             kept = np.concatenate([kept, block[new]])
     return kept
+
+
+def _small(A: list[list[float]], tol: float) -> list[int]:
+    """independent_columns for a few columns, in Python floats: the same operations in the
+    same order as the arrays' (so the same decisions), without numpy's per-call cost."""
+    p = len(A)
+    d = [math.sqrt(max(A[i][i], 0.0)) for i in range(p)]
+    inv = [1.0 / v if v > 0 else 0.0 for v in d]
+    S = [[A[i][j] * inv[i] * inv[j] for j in range(p)] for i in range(p)]
+    out = []
+    for i in range(p):
+        resid = S[i][i]
+        if not d[i] > 0 or resid <= tol**2:  # the unit diagonal's test below, diag[i] = 1
+            continue
+        r = math.sqrt(resid)
+        li = [S[a][i] / r for a in range(i, p)]
+        for a in range(i, p):
+            for b in range(i, p):
+                S[a][b] -= li[a - i] * li[b - i]
+        out.append(i)
+    return out
+
+
+SMALL = 4  # up to this many columns: _small
 
 
 def _factor_block(S: np.ndarray, diag: np.ndarray, tol: float) -> np.ndarray:

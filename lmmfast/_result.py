@@ -411,8 +411,9 @@ class LmerFit:
     @property
     def is_singular(self) -> bool:
         """True if a variance parameter is on its boundary (lme4's isSingular, tol 1e-4)."""
-        lower = np.concatenate([t.theta_lower for t in self.terms])
-        return bool(np.any(self.theta[lower == 0] < SINGULAR_TOL))
+        lower = [b for t in self.terms for b in np.asarray(t.theta_lower).tolist()]
+        theta = np.asarray(self.theta).tolist()
+        return any(v < SINGULAR_TOL for v, b in zip(theta, lower) if b == 0)
 
     def _Ts(self) -> list[np.ndarray]:
         """Each term's relative covariance factor T from theta (as ReTerm.T)."""

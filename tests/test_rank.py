@@ -75,3 +75,27 @@ def test_many_level_factor_keeps_the_first_columns():
     kept = independent_columns(X.T @ X)
     np.testing.assert_array_equal(kept, np.arange(k + 1))
     np.testing.assert_array_equal(kept, by_column(X.T @ X))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_few_columns_in_python_floats_decide_as_the_arrays(seed):
+    """_small (p <= SMALL, Python floats) against the array path (_factor_block) on near-
+    dependent, zero, exactly dependent and badly scaled columns: the same columns kept."""
+    from lmmfast._rank import SMALL, _factor_block, _small
+
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        p = int(rng.integers(1, SMALL + 1))
+        X = rng.standard_normal((30, p)) * 10.0 ** rng.integers(-6, 7, p)
+        if p > 1 and rng.random() < 0.6:  # a column (nearly) a combination of the others
+            j = int(rng.integers(1, p))
+            X[:, j] = X[:, :j] @ rng.standard_normal(j) + rng.choice([0, 1e-9, 1e-7, 1e-5]) * X[
+                :, 0
+            ] * rng.standard_normal(30)
+        if rng.random() < 0.2:
+            X[:, int(rng.integers(p))] = 0.0
+        XtX = X.T @ X
+        d = np.sqrt(np.diag(XtX).clip(min=0.0))
+        inv = np.divide(1.0, d, out=np.zeros(p), where=d > 0)
+        arrays = _factor_block(XtX * inv[:, None] * inv[None, :], (d > 0).astype(float), 1e-7)
+        assert _small(XtX.tolist(), 1e-7) == arrays.tolist()

@@ -7,11 +7,13 @@ machinery: the common case (students in schools, patients over time) and the fas
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy.linalg import blas, solve_triangular
 
 from .. import _blockdiag
-from .._sources.crossprod import CrossProducts, _sum_chunks
+from .._sources.crossprod import CrossProducts, _sum_chunks, lower_mask, mirror_lower
 from .._terms import ReTerm
 from .._threads import PARALLEL_LEVELS, kernel_threads
 from .gradient import GradientAssembly
@@ -30,12 +32,15 @@ class BlockedFactor:
 
     def __init__(self, cp: CrossProducts, terms: list[ReTerm]):
         self.terms = terms
-        self.qoff = np.concatenate([[0], np.cumsum([t.q for t in terms])])
+        self.qoff = np.array([0, *itertools.accumulate(t.q for t in terms)])
         Q, nlev, p1 = int(self.qoff[-1]), terms[0].nlevels, cp.XtXy.shape[0]
-        B = np.zeros((nlev, Q, Q))
-        for k, D in enumerate(cp.D):
-            s = self._cols(k)
-            B[:, s, s] = D
+        if len(terms) == 1:  # its D is B
+            B = np.array(cp.D[0], dtype=np.float64, order="C")
+        else:
+            B = np.zeros((nlev, Q, Q))
+            for k, D in enumerate(cp.D):
+                s = self._cols(k)
+                B[:, s, s] = D
         for pr in cp.pairs:  # terms on the same factor: level j pairs with level j
             st, su = self._cols(pr.t), self._cols(pr.u)
             B[pr.levels[:, 0], st, su] = pr.O
@@ -47,20 +52,40 @@ class BlockedFactor:
         self.threads = kernel_threads(nlev, PARALLEL_LEVELS)
         self._C = np.empty((self.threads, p1, p1))
         self._ld = np.empty(self.threads)
-        self._lower = np.tri(p1, dtype=bool)
+        self._lower = lower_mask(p1)
         # theta's entry T_t[a, b] (a >= b, column-major) in F: found once, not per gradient
         rows = [o + b for k, t in enumerate(terms) for o in [int(self.qoff[k])]
                 for b in range(t.q) for a in range(b, t.q)]  # fmt: skip
         cols = [o + a for k, t in enumerate(terms) for o in [int(self.qoff[k])]
                 for b in range(t.q) for a in range(b, t.q)]  # fmt: skip
         self._theta_at = (np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp))
+        self._theta_flat = self._theta_at[0] * Q + self._theta_at[1]  # the same, in F[0].ravel()
         # many fixed effects (a factor with many levels): the kernel does the blocks and y,
         # BLAS the p-wide part (R_ZX and R_ZX'R_ZX: nlev Q p^2 flops at BLAS speed)
         self.wide = p1 > WIDE_X
+        # the gradient's outputs and scratch, allocated once (its kernel overwrites them)
+        self._F = np.empty((self.threads, Q, Q))
+        self._work = np.zeros((self.threads, 3 + 2 * (p1 - 1), Q))
         if self.wide:
             self._ZY = np.ascontiguousarray(self.ZXY[:, :, -1:])
             self._cuy = np.empty((nlev, Q, 1))
             self._C = np.empty((self.threads, 1, 1))
+        self._kernel = self._kernel_of()
+
+    def _kernel_of(self):
+        """The narrow X's kernel calls on this factor's arrays (None for a wide X)."""
+        if self.wide:
+            return None
+        return _blockdiag.Blocked(
+            self.B, self.ZXY, self.L, self.cu, self._C, self._ld, self._F, self._work, self.threads
+        )
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_kernel"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._kernel = self._kernel_of()
 
     def _cols(self, k: int) -> slice:
         return slice(int(self.qoff[k]), int(self.qoff[k + 1]))
@@ -78,18 +103,29 @@ class BlockedFactor:
         """Refactor for the terms' T; return log|L|^2 and M'(Lambda'Z'WZ Lambda + I)^{-1}M
         (None for a wide X with schur=False: the caller eliminates X's columns itself)."""
         T = self._T(Ts)
-        ZXY, cu = (self._ZY, self._cuy) if self.wide else (self.ZXY, self.cu)
-        ok = _blockdiag.update(T, self.B, ZXY, self.L, cu, self._C, self._ld, self.threads)
-        if not ok:
-            raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
         if self.wide:
+            ok = _blockdiag.update(
+                T, self.B, self._ZY, self.L, self._cuy, self._C, self._ld, self.threads
+            )
+            if not ok:
+                raise FloatingPointError(NOT_POSITIVE)
             return float(_sum_chunks(self._ld)), self._wide_update(T, schur)
-        C = _sum_chunks(self._C)  # its lower half: mirrored (one pass, no temporaries)
-        return float(_sum_chunks(self._ld)), np.where(self._lower, C, C.T)
+        ldL2, C = self.update_lower(T)  # its lower half: mirrored (one pass, no temporaries)
+        return ldL2, np.where(self._lower, C, C.T)
+
+    def update_lower(self, T: np.ndarray) -> tuple[float, np.ndarray]:
+        """update() at T = blockdiag(T_1, ..., T_K) (C-contiguous) for a narrow X, with only
+        the lower half of M'(...)^{-1}M (the upper is zero): all that a lower Cholesky reads.
+        With one thread C is the factor's own buffer, valid until the next update."""
+        if not self._kernel.update(T):
+            raise FloatingPointError(NOT_POSITIVE)
+        if self.threads == 1:
+            return float(self._ld[0]), self._C[0]
+        return float(_sum_chunks(self._ld)), _sum_chunks(self._C)
 
     def _wide_update(self, T: np.ndarray, schur: bool = True) -> np.ndarray | None:
         """cu_j = L_j^{-1} T' ZXY_j for all levels at once, and C = sum_j cu_j'cu_j (dsyrk)."""
-        LinvTt = np.linalg.solve(np.tril(self.L), np.broadcast_to(T.T, self.L.shape))
+        LinvTt = np.linalg.solve(_tril(self.L), np.broadcast_to(T.T, self.L.shape))
         np.matmul(LinvTt, self.ZXY, out=self.cu)
         if not schur:
             return None
@@ -106,6 +142,8 @@ class BlockedFactor:
         REML part is then T'H_j R_X^{-1} R_X^{-T} H_j' by one triangular solve (BLAS), or
         hph(H) = sum_j H_j P H_j' where the caller solves with P itself."""
         T = self._T(Ts)
+        if P is not None and not self.wide:
+            return self.gradient_T(T, beta, P, scale, reml)
         Q, p = T.shape[0], len(beta)
         F = np.empty((self.threads, Q, Q))
         by_rx = P is None
@@ -120,6 +158,17 @@ class BlockedFactor:
             F -= 2.0 * T.T @ (self._reml_HPH(T, RX) if hph is None else hph(self.reml_H(T)))
         return F[self._theta_at]  # theta at T_t[a, b] (a >= b), column-major
 
+    def gradient_T(self, T: np.ndarray, beta, P: np.ndarray, scale: float, reml: bool):
+        """gradient() at T = blockdiag(T_1, ..., T_K) for a narrow X and a given P, into the
+        buffers allocated once; a new array."""
+        F = self._F
+        self._kernel.gradient(
+            T, np.ascontiguousarray(beta, dtype=float), np.ascontiguousarray(P), scale, reml
+        )
+        if self.threads == 1:  # F[0][self._theta_at], by one take from its flat buffer
+            return F.take(self._theta_flat)
+        return _sum_chunks(F)[self._theta_at]
+
     def _reml_HPH(self, T: np.ndarray, RX: np.ndarray) -> np.ndarray:
         """sum_j H_j P H_j' with H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj and P = (R_X'R_X)^{-1}."""
         nlev, Q, p1 = self.cu.shape
@@ -130,7 +179,7 @@ class BlockedFactor:
 
     def reml_H(self, T: np.ndarray) -> np.ndarray:
         """H_j = Z_j'WX - B_j T L_j'^{-1} c_Xj for every level, (l, Q, p)."""
-        Lt = np.triu(self.L.transpose(0, 2, 1))
+        Lt = _triu(self.L.transpose(0, 2, 1))
         V = np.linalg.solve(Lt, self.cu[:, :, :-1])  # L_j'^{-1} c_Xj
         return self.ZXY[:, :, :-1] - self.B @ (T @ V)
 
@@ -143,11 +192,22 @@ class BlockedFactor:
     def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
         """u = L^{-T}(c_y - R_ZX beta) for the last update, per term as (l, q)."""
         rhs = self.cu[:, :, -1] - self.cu[:, :, :-1] @ beta
-        Lt = np.triu(self.L.transpose(0, 2, 1))  # the kernel writes only the lower triangles
+        Lt = _triu(self.L.transpose(0, 2, 1))  # the kernel writes only the lower triangles
         u = np.linalg.solve(Lt, rhs[:, :, None])[:, :, 0]
         return [u[:, self._cols(k)] for k in range(len(self.terms))]
 
 
+def _tril(A: np.ndarray) -> np.ndarray:
+    """np.tril(A) over the last two axes (square), with the mask made once per order."""
+    return np.where(lower_mask(A.shape[-1]), A, 0.0)
+
+
+def _triu(A: np.ndarray) -> np.ndarray:
+    """np.triu(A) over the last two axes (square), with the mask made once per order."""
+    return np.where(lower_mask(A.shape[-1]).T, A, 0.0)
+
+
+NOT_POSITIVE = "a block of Lambda'Z'WZ Lambda + I is not positive definite"
 WIDE_X = 64  # [X y] with more columns than this: its dense part by BLAS (see update)
 
 MAX_CLUSTER = (
@@ -242,8 +302,8 @@ class ClusteredFactor:
             self.B, self.ZXY, self.L, self.cu, self._C, self._work,
         )  # fmt: skip
         if ldL2 == -1.0:
-            raise FloatingPointError("a block of Lambda'Z'WZ Lambda + I is not positive definite")
-        return ldL2, np.tril(self._C) + np.tril(self._C, -1).T
+            raise FloatingPointError(NOT_POSITIVE)
+        return ldL2, mirror_lower(self._C)
 
     def _cluster_inverses(self) -> np.ndarray:
         """Each cluster's block of A^{-1} (flat, as L), clusters of one size at a time."""
