@@ -201,3 +201,38 @@ def test_a_start_that_is_not_finite_is_none():
     cp = lmmfast.lmer("y ~ s*p + (1+s+p|subj) + (1+s+p|item)", df, REML=False)._dev.cp
     bad = type(cp)(cp.D, cp.pairs, cp.ZXY, cp.XtXy * np.nan)
     assert moment_start(bad, [3, 3], len(df)) is None
+
+
+def _random_crossed(seed):
+    """A random subject x item design (some cells missing), 2-3 columns per term, the true
+    covariances full rank or rank 1."""
+    rng = np.random.default_rng(seed)
+    ns, ni, q = int(rng.integers(8, 30)), int(rng.integers(6, 20)), int(rng.integers(2, 4))
+    subj, item = np.divmod(np.arange(ns * ni), ni)
+    keep = rng.random(len(subj)) < rng.uniform(0.6, 1.0)
+    subj, item = subj[keep], item[keep]
+    X = rng.standard_normal((len(subj), q - 1))
+    y = X @ rng.standard_normal(q - 1) + rng.uniform(0.3, 2) * rng.standard_normal(len(subj))
+    Z = np.column_stack([np.ones(len(subj)), X])
+    for lv, codes in ((ns, subj), (ni, item)):
+        A = rng.uniform(0.1, 2) * rng.standard_normal((q, q if rng.random() < 0.7 else 1))
+        y += np.einsum("ij,ij->i", Z, (rng.standard_normal((lv, A.shape[1])) @ A.T)[codes])
+    cols = {f"x{k}": X[:, k] for k in range(q - 1)}
+    rhs = " + ".join(cols)
+    df = pd.DataFrame({"y": y, **cols, "s": subj.astype(str), "i": item.astype(str)})
+    return f"y ~ {rhs} + (1 + {rhs} | s) + (1 + {rhs} | i)", df, bool(rng.random() < 0.5)
+
+
+@pytest.mark.filterwarnings("ignore::lmmfast.SingularFitWarning")
+@pytest.mark.parametrize("seed", range(8))
+def test_the_vector_moment_start_is_never_worse_than_the_identity_start(seed, monkeypatch):
+    # 59 such designs checked when the start was added: never worse than 2.5e-14 relative
+    import lmmfast._lmer as lmer_module
+
+    formula, df, reml = _random_crossed(seed)
+    moment = lmmfast.lmer(formula, df, REML=reml)
+    assert len(moment.theta) >= MOMENT_START_MIN_THETA
+    monkeypatch.setattr(lmer_module, "MOMENT_START_MIN_THETA", 10**9)
+    ident = lmmfast.lmer(formula, df, REML=reml)
+    np.testing.assert_array_equal(ident.optsummary.theta0[:2], [1.0, 0.0])
+    assert moment.objective <= ident.objective + 1e-10 * abs(ident.objective)
