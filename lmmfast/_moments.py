@@ -30,10 +30,8 @@ MOMENT_START_MIN_THETA = 6
 def scalar_moment_start(cp: CrossProducts) -> np.ndarray:
     """theta0 for a model whose random terms are all scalar (q = 1), from its cross-products
     (meant for intercepts: d_j sums to the number of observations, or the weights' sum)."""
-    XtX, Xty = cp.XtXy[:-1, :-1], cp.XtXy[:-1, -1]
-    b = np.linalg.lstsq(XtX, Xty, rcond=None)[0] if len(XtX) else np.zeros(0)
     n = float(cp.D[0][:, 0, 0].sum())
-    T = max(float(cp.XtXy[-1, -1] - Xty @ b) / n, 1e-300)
+    b, T = _ols(cp, n)
     out = []
     for D, ZXY in zip(cp.D, cp.ZXY):
         d, g = D[:, 0, 0], ZXY[:, 0, :]
@@ -65,10 +63,15 @@ def moment_start(cp: CrossProducts, qs: list[int], n: int) -> np.ndarray | None:
         return None
 
 
-def _moment_factors(cp: CrossProducts, qs: list[int], n: int) -> np.ndarray | None:
+def _ols(cp: CrossProducts, n: float) -> tuple[np.ndarray, float]:
+    """The (weighted) OLS coefficients of y on X and the residual variance RSS / n."""
     XtX, Xty = cp.XtXy[:-1, :-1], cp.XtXy[:-1, -1]
     b = np.linalg.lstsq(XtX, Xty, rcond=None)[0] if len(XtX) else np.zeros(0)
-    T = max(float(cp.XtXy[-1, -1] - Xty @ b) / max(n, 1), 1e-300)
+    return b, max(float(cp.XtXy[-1, -1] - Xty @ b) / n, 1e-300)
+
+
+def _moment_factors(cp: CrossProducts, qs: list[int], n: int) -> np.ndarray | None:
+    b, T = _ols(cp, max(n, 1))
     grams = []
     for D, ZXY in zip(cp.D, cp.ZXY):
         g = ZXY[:, :, -1] - ZXY[:, :, :-1] @ b  # (l, q)

@@ -55,3 +55,8 @@ def marginal_objective(y, X, Z, Lam, w, reml):
         ), beta
     s2 = rss / n
     return n * np.log(s2) + ld_V0 + n * (1 + np.log(2 * np.pi)), beta
+
+
+def central_gradient(f, x, h=1e-6):
+    """The gradient of f at x by central differences of step h in each coordinate."""
+    return np.array([(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(len(x))])

@@ -127,7 +127,6 @@ class CrossedFactor:
         self._ld1 = np.zeros(1)
         self._lower = np.tri(p1, dtype=bool)
         self.a22_idx = np.concatenate(self._a22_idx)
-        self.qvalues = np.unique([terms[pr.u].q for pr in cp.pairs if pr.t == 0]).astype(np.int64)
         self.diag_idx = np.arange(self.m) * (self.m + 1)
         self._S = np.empty((self.m, self.m))  # the Schur complement, refilled per theta
         N1 = t1.nlevels * t1.q
@@ -170,11 +169,7 @@ class CrossedFactor:
                 qt = self.terms[pr.t].q
                 rt = self.off[pr.t - 1] + pr.levels[:, 0][:, None] * qt + np.arange(qt)
                 self._pair_index.append((rt[:, :, None], ru[:, None, :]))
-        # the same blocks of S^{-1} read from its lower (C order) triangle only: flat indices
-        self._rest_diag_flat = []
-        for r in self._rest_rows:
-            a, b = np.broadcast_arrays(r[:, :, None], r[:, None, :])
-            self._rest_diag_flat.append(np.maximum(a, b) * self.m + np.minimum(a, b))
+        # the pairs of two later terms, read from S^{-1}'s lower (C order) triangle only
         self._rest_pairs = [i for i, pr in enumerate(self.pairs) if pr.t != 0]
         self._rest_pair_flat = [  # rows of u after those of t: (u, t) is in the lower half
             self._pair_index[i][1] * self.m + self._pair_index[i][0] for i in self._rest_pairs
