@@ -176,6 +176,8 @@ def _design(seed, q, sd, cor, weighted, ngroups):
 # +1 at the lower limit of x's coefficient
 @example(seed=455, q=2, sd=0.0, cor=-1.0, weighted=False, ngroups=7)  # cor +1 at the
 # optimum; at the intercept's upper limit the optimum is in the sign-flipped basin
+@example(seed=257, q=2, sd=0.0, cor=-1.0, weighted=False, ngroups=5)  # the intercept sd's
+# upper limit: with it held, the minimum over the others has the correlation's other sign
 @given(
     seed=st.integers(0, 10_000),
     q=st.sampled_from([1, 2]),

@@ -176,24 +176,28 @@ def _varpar_deviance(dev, fit, v: np.ndarray) -> float:
     return dec.ldL2 - dev.ldW + dec.pwrss / s2 + dev.n * np.log(2 * np.pi * s2)
 
 
+FLIP_COR = 0.9  # |correlation| from which a variance's profile also starts from -correlation
+
+
 class _Continuation:
     """zeta(x) = sign(x - x0) sqrt(min over the others of D - D_min), the others
     re-optimized from the optimum and from the solution at the nearest x already profiled
     on the same side; the lowest minimum is kept.  An optimum with a variance at its
     bound 0, where the deviance is flat (even in theta), gets a third start with that
-    variance moved inside (`away`)."""
+    variance moved inside, and one with a correlation near +-1 a start with its sign
+    reversed (`away`)."""
 
-    def __init__(self, x0: float, start: np.ndarray, base: float, away=None):
+    def __init__(self, x0: float, start: np.ndarray, base: float, away=()):
         self.x0, self.base = x0, base
         self.start = np.asarray(start, dtype=float)
-        self.away = None if away is None else np.asarray(away, dtype=float)
+        self.away = [np.asarray(a, dtype=float) for a in away]
         self.done: dict[float, np.ndarray] = {}
 
     def minimize(self, x: float, start: np.ndarray) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
     def __call__(self, x: float) -> float:
-        starts = [self.start] if self.away is None else [self.start, self.away]
+        starts = [self.start, *self.away]
         near = [y for y in self.done if (y - self.x0) * (x - self.x0) > 0]
         if near:
             starts.append(self.done[min(near, key=lambda y: abs(y - x))])
@@ -215,7 +219,11 @@ class _VarianceProfile(_Continuation):
         hi = np.delete(upper[: len(opt)], w)
         zero = (lo == 0) & (others == 0) & ~np.isfinite(hi)
         zero[-1] = False  # sigma
-        away = np.where(zero, 0.3 * opt[-1], others) if zero.any() else None
+        away = [np.where(zero, 0.3 * opt[-1], others)] if zero.any() else []
+        # a correlation at or near +-1: the deviance with one variance held may have its
+        # minimum in the other sign's basin, which a local search from here does not reach
+        cor = np.isfinite(hi) & (np.abs(others) >= FLIP_COR)
+        away += [np.where(cor, -others, others)] if cor.any() else []
         super().__init__(opt[w], others, base, away)
         self.dev, self.fit, self.w = dev, fit, w
         self.lo, self.hi = lo, hi
@@ -253,7 +261,7 @@ class _FixedProfile(_Continuation):
     def __init__(self, dev, fit, j, base):
         lower = np.concatenate([t.theta_lower() for t in dev.terms])
         zero = (lower == 0) & (fit.theta == 0)
-        away = np.where(zero, 0.3, fit.theta) if zero.any() else None
+        away = [np.where(zero, 0.3, fit.theta)] if zero.any() else []
         super().__init__(float(fit.beta[j]), fit.theta.copy(), base, away)
         self.dev, self.fit, self.j = dev, fit, j
         self.lower = lower
